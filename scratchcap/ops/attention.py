@@ -1,0 +1,106 @@
+"""Additive (Bahdanau) attention over image regions.
+
+Notation:
+    N batch, L regions (196 for a 14x14 grid), D feature, H query (decoder hidden), A attention
+    features  (N, L, D)   annotation vectors
+    query     (N, H)      decoder state that asks where to look
+    w1 (D, A), b1 (A,)    project the features
+    w2 (H, A), b2 (A,)    project the query
+    v  (A,)               scores the joint projection
+    mask      (N, L)      optional, True where a region may be attended
+
+    projected = features @ w1 + b1                               (N, L, A)
+    e     = tanh(projected + (query @ w2 + b2)[:, None, :]) @ v  (N, L)
+    alpha = softmax over L of e (masked regions get 0)           (N, L)
+    context = sum over L of alpha * features                     (N, D)
+
+The features do not change while a caption is decoded, so ``projected`` can be
+computed once per sequence. ``additive_attention_forward`` is the whole layer;
+it is ``linear_forward`` (the projection) followed by ``attend_forward`` (the
+per-step part). A decoder calls the two halves itself to hoist the projection
+out of its time loop, summing ``dprojected`` over steps before one
+``linear_backward``. Either way the maths lives in one place.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from . import _checks
+from .linear import linear_backward, linear_forward
+
+
+def attend_forward(features, projected, query, w2, b2, v, *, mask=None):
+    """The per-step half. Returns ((context (N, D), alpha (N, L)), cache).
+
+    projected (N, L, A) must be ``features @ w1 + b1``.
+    """
+    layer = "attend"
+    _checks.floats(layer, features=features, projected=projected, query=query, w2=w2, b2=b2, v=v)
+    _checks.ndim(layer, "features", features, 3, "N, L, D")
+    _checks.ndim(layer, "projected", projected, 3, "N, L, A")
+    _checks.ndim(layer, "query", query, 2, "N, H")
+    N, L, _ = features.shape
+    A = projected.shape[2]
+    H = query.shape[1]
+    _checks.shape(layer, "projected", projected, (N, L, A), "N, L, A", "features")
+    _checks.shape(layer, "query", query, (N, H), "N, H", "features")
+    _checks.shape(layer, "w2", w2, (H, A), "H, A", "query and projected")
+    _checks.shape(layer, "b2", b2, (A,), "A", "projected")
+    _checks.shape(layer, "v", v, (A,), "A", "projected")
+    xp = get_array_module(features)
+    if mask is not None:
+        _checks.booleans(layer, "mask", mask)
+        _checks.shape(layer, "mask", mask, (N, L), "N, L", "features")
+        if not bool(mask.any(axis=1).all()):
+            raise ValueError(f"{layer}: mask hides every region of some image; each row needs a True")
+
+    t = projected + (query @ w2 + b2)[:, None, :]
+    xp.tanh(t, out=t)
+    e = t @ v
+    if mask is not None:
+        e[~mask] = -xp.inf
+    e -= e.max(axis=1, keepdims=True)
+    alpha = xp.exp(e)
+    alpha /= alpha.sum(axis=1, keepdims=True)
+    context = (alpha[:, None, :] @ features)[:, 0, :]
+    return (context, alpha), (features, query, w2, v, t, alpha)
+
+
+def attend_backward(douts, cache):
+    """douts = (dcontext (N, D), dalpha (N, L)), either may be None.
+
+    Returns (dfeatures, dprojected, dquery, dw2, db2, dv).
+    """
+    dcontext, dalpha = douts
+    features, query, w2, v, t, alpha = cache
+    xp = get_array_module(features)
+    N, L, D = features.shape
+    A = t.shape[2]
+    if dcontext is None:
+        dcontext = xp.zeros((N, D), dtype=features.dtype)
+    dfeatures = alpha[:, :, None] * dcontext[:, None, :]
+    da = (features @ dcontext[:, :, None])[:, :, 0]
+    if dalpha is not None:
+        da += dalpha
+    de = alpha * (da - (alpha * da).sum(axis=1, keepdims=True))
+    dv = t.reshape(N * L, A).T @ de.reshape(N * L)
+    dpre = de[:, :, None] * v
+    dpre *= 1 - t * t
+    dq = dpre.sum(axis=1)
+    return dfeatures, dpre, dq @ w2.T, query.T @ dq, dq.sum(axis=0), dv
+
+
+def additive_attention_forward(features, query, w1, b1, w2, b2, v, *, mask=None):
+    """The whole layer. Returns ((context (N, D), alpha (N, L)), cache)."""
+    _checks.floats("additive_attention", features=features, w1=w1, b1=b1)
+    _checks.ndim("additive_attention", "features", features, 3, "N, L, D")
+    projected, lin_cache = linear_forward(features, w1, b1)
+    outs, att_cache = attend_forward(features, projected, query, w2, b2, v, mask=mask)
+    return outs, (lin_cache, att_cache)
+
+
+def additive_attention_backward(douts, cache):
+    """douts = (dcontext, dalpha). Returns (dfeatures, dquery, dw1, db1, dw2, db2, dv)."""
+    lin_cache, att_cache = cache
+    dfeatures, dprojected, dquery, dw2, db2, dv = attend_backward(douts, att_cache)
+    dfeat_proj, dw1, db1 = linear_backward(dprojected, lin_cache)
+    return dfeatures + dfeat_proj, dquery, dw1, db1, dw2, db2, dv

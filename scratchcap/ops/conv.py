@@ -1,0 +1,125 @@
+"""2-D convolution (cross-correlation, as in Keras and PyTorch) as one GEMM over im2col columns.
+
+Notation:
+    N   batch size               C   input channels
+    H   input height             F   output channels (filters)
+    W   input width              KH  kernel height
+    Ho  output height            KW  kernel width
+    Wo  output width             s   stride
+    x     (N, H, W, C)     channels-last input
+    w     (KH, KW, C, F)   kernel in HWIO order, as Keras stores it
+    b     (F,)             bias
+    cols  (N, Ho, Wo, KH, KW, C)  every receptive field laid out as a row
+    out   (N, Ho, Wo, F) = cols.reshape(N*Ho*Wo, KH*KW*C) @ w.reshape(KH*KW*C, F) + b
+
+The Python loops run over the KH*KW kernel offsets (9 for VGG), never over pixels.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from . import _checks
+
+
+def conv_output_size(size: int, k: int, stride: int, padding) -> tuple[int, int, int]:
+    """(out_size, pad_before, pad_after) along one axis.
+
+    'same' follows Keras/TensorFlow: out = ceil(size / stride), with any odd
+    padding pixel going after. 'valid' pads nothing. An int pads both sides.
+    """
+    if padding == "same":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + k - size, 0)
+        return out, total // 2, total - total // 2
+    if padding == "valid":
+        pad = 0
+    elif isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0:
+        pad = padding
+    else:
+        raise ValueError(f"conv2d: padding must be 'same', 'valid' or an int >= 0, got {padding!r}")
+    out = (size + 2 * pad - k) // stride + 1
+    return out, pad, pad
+
+
+def _window(start: int, count: int, stride: int) -> slice:
+    """Slice picking ``count`` positions from ``start`` every ``stride``."""
+    return slice(start, start + stride * (count - 1) + 1, stride)
+
+
+def _pad(x, pads):
+    (pt, pb), (pl, pr) = pads
+    if pt == pb == pl == pr == 0:
+        return x
+    xp = get_array_module(x)
+    return xp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+
+
+def im2col(x, kh: int, kw: int, stride: int, pads, out_hw):
+    """x (N, H, W, C) -> cols (N, Ho, Wo, KH, KW, C); pads = ((top, bottom), (left, right))."""
+    xp = get_array_module(x)
+    N, _, _, C = x.shape
+    Ho, Wo = out_hw
+    xpad = _pad(x, pads)
+    cols = xp.empty((N, Ho, Wo, kh, kw, C), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j, :] = xpad[:, _window(i, Ho, stride), _window(j, Wo, stride), :]
+    return cols
+
+
+def col2im(dcols, x_shape, stride: int, pads):
+    """Adjoint of im2col: dcols (N, Ho, Wo, KH, KW, C) -> dx (N, H, W, C), overlaps summed."""
+    xp = get_array_module(dcols)
+    N, H, W, C = x_shape
+    _, Ho, Wo, kh, kw, _ = dcols.shape
+    (pt, pb), (pl, pr) = pads
+    dxpad = xp.zeros((N, H + pt + pb, W + pl + pr, C), dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxpad[:, _window(i, Ho, stride), _window(j, Wo, stride), :] += dcols[:, :, :, i, j, :]
+    return dxpad[:, pt:pt + H, pl:pl + W, :]
+
+
+def conv2d_forward(x, w, b, *, stride: int = 1, padding="same"):
+    """Returns (out, cache) with out (N, Ho, Wo, F).
+
+    x (N, H, W, C), w (KH, KW, C, F), b (F,); padding is 'same', 'valid' or an int.
+    The cache keeps x, not the columns, so a forward pass holds only one column
+    buffer at a time; the backward rebuilds them.
+    """
+    _checks.floats("conv2d", x=x, w=w, b=b)
+    _checks.ndim("conv2d", "x", x, 4, "N, H, W, C")
+    _checks.ndim("conv2d", "w", w, 4, "KH, KW, C, F")
+    kh, kw, c, f = w.shape
+    if x.shape[3] != c:
+        raise ValueError(
+            f"conv2d: x has {x.shape[3]} channels (shape {tuple(x.shape)}) but w expects "
+            f"{c} (shape {tuple(w.shape)}, HWIO)")
+    _checks.shape("conv2d", "b", b, (f,), "F", "w")
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"conv2d: stride must be an int >= 1, got {stride!r}")
+    N, H, W, _ = x.shape
+    Ho, pt, pb = conv_output_size(H, kh, stride, padding)
+    Wo, pl, pr = conv_output_size(W, kw, stride, padding)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(
+            f"conv2d: x of shape {tuple(x.shape)} is smaller than the {kh}x{kw} kernel "
+            f"with padding {padding!r}")
+    pads = ((pt, pb), (pl, pr))
+    cols = im2col(x, kh, kw, stride, pads, (Ho, Wo))
+    out = cols.reshape(N * Ho * Wo, kh * kw * c) @ w.reshape(kh * kw * c, f)
+    out += b
+    return out.reshape(N, Ho, Wo, f), (x, w, stride, pads)
+
+
+def conv2d_backward(dout, cache):
+    """dout (N, Ho, Wo, F) -> (dx (N, H, W, C), dw (KH, KW, C, F), db (F,))."""
+    x, w, stride, pads = cache
+    kh, kw, c, f = w.shape
+    N, Ho, Wo, _ = dout.shape
+    d2 = dout.reshape(N * Ho * Wo, f)
+    cols = im2col(x, kh, kw, stride, pads, (Ho, Wo)).reshape(N * Ho * Wo, kh * kw * c)
+    dw = (cols.T @ d2).reshape(w.shape)
+    db = d2.sum(axis=0)
+    dcols = (d2 @ w.reshape(kh * kw * c, f).T).reshape(N, Ho, Wo, kh, kw, c)
+    dx = col2im(dcols, x.shape, stride, pads)
+    return dx, dw, db

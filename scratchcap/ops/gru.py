@@ -1,0 +1,116 @@
+"""GRU cell and sequence, gates packed in the order r, z, n (PyTorch's GRU, Keras's reset_after=True).
+
+Notation:
+    N batch, T time, D input, H hidden
+    x   (N, D)     input at one step           xs (N, T, D) for the sequence
+    h   (N, H)     previous hidden state       hs (N, T, H) every hidden state
+    wx  (D, 3H)    input weights      wh (H, 3H) recurrent weights
+    bx  (3H,)      input bias         bh (3H,)  recurrent bias
+
+    gx = x @ wx + bx,   gh = h @ wh + bh    (N, 3H)
+    r = sigmoid(gx_r + gh_r)
+    z = sigmoid(gx_z + gh_z)
+    n = tanh(gx_n + r * gh_n)
+    h' = (1 - z) * n + z * h
+
+The step and the sequence share one cell (``_cell_forward``); the sequence
+computes x @ wx for all T steps in one GEMM before the time loop.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from . import _checks
+from .activations import sigmoid
+
+
+def _cell_forward(gx, h, wh, bh):
+    """gx = x @ wx + bx (N, 3H) already computed. Returns h', cache."""
+    xp = get_array_module(gx)
+    H = h.shape[1]
+    gh = h @ wh + bh
+    rz = sigmoid(gx[:, :2 * H] + gh[:, :2 * H])
+    r, z = rz[:, :H], rz[:, H:]
+    ghn = gh[:, 2 * H:]
+    n = xp.tanh(gx[:, 2 * H:] + r * ghn)
+    h_next = n + z * (h - n)
+    return h_next, (h, wh, r, z, n, ghn)
+
+
+def _cell_backward(dh_next, cache):
+    """Returns (dgx (N, 3H), dh, dwh, dbh) for one cell."""
+    h, wh, r, z, n, ghn = cache
+    xp = get_array_module(h)
+    H = h.shape[1]
+    dan = dh_next * (1 - z) * (1 - n * n)
+    dgx = xp.empty((h.shape[0], 3 * H), dtype=h.dtype)
+    dgx[:, :H] = dan * ghn * r * (1 - r)
+    dgx[:, H:2 * H] = dh_next * (h - n) * z * (1 - z)
+    dgx[:, 2 * H:] = dan
+    dgh = dgx.copy()
+    dgh[:, 2 * H:] *= r
+    dh = dh_next * z + dgh @ wh.T
+    return dgx, dh, h.T @ dgh, dgh.sum(axis=0)
+
+
+def _check(layer, x, h, wx, wh, bx, bh, seq):
+    _checks.floats(layer, x=x, h=h, wx=wx, wh=wh, bx=bx, bh=bh)
+    _checks.ndim(layer, "x", x, 3 if seq else 2, "N, T, D" if seq else "N, D")
+    _checks.ndim(layer, "h", h, 2, "N, H")
+    if seq and x.shape[1] < 1:
+        raise ValueError(f"{layer}: x has shape {tuple(x.shape)}; a sequence needs T >= 1")
+    N, D, H = x.shape[0], x.shape[-1], h.shape[1]
+    _checks.shape(layer, "h", h, (N, H), "N, H", "x")
+    _checks.shape(layer, "wx", wx, (D, 3 * H), "D, 3H", "x and h")
+    _checks.shape(layer, "wh", wh, (H, 3 * H), "H, 3H", "h")
+    _checks.shape(layer, "bx", bx, (3 * H,), "3H", "h")
+    _checks.shape(layer, "bh", bh, (3 * H,), "3H", "h")
+
+
+def gru_step_forward(x, h, wx, wh, bx, bh):
+    """One step. Returns (h' (N, H), cache)."""
+    _check("gru_step", x, h, wx, wh, bx, bh, seq=False)
+    h_next, core = _cell_forward(x @ wx + bx, h, wh, bh)
+    return h_next, (x, wx, core)
+
+
+def gru_step_backward(dh_next, cache):
+    """dh' (N, H) -> (dx, dh, dwx, dwh, dbx, dbh)."""
+    x, wx, core = cache
+    dgx, dh, dwh, dbh = _cell_backward(dh_next, core)
+    return dgx @ wx.T, dh, x.T @ dgx, dwh, dgx.sum(axis=0), dbh
+
+
+def gru_forward(x, h0, wx, wh, bx, bh):
+    """Runs over x (N, T, D) from h0 (N, H). Returns (hs (N, T, H), cache)."""
+    _check("gru", x, h0, wx, wh, bx, bh, seq=True)
+    xp = get_array_module(x)
+    N, T, D = x.shape
+    H = h0.shape[1]
+    gx = (x.reshape(N * T, D) @ wx + bx).reshape(N, T, 3 * H)
+    hs = xp.empty((N, T, H), dtype=x.dtype)
+    h, cores = h0, []
+    for t in range(T):
+        h, core = _cell_forward(gx[:, t], h, wh, bh)
+        hs[:, t] = h
+        cores.append(core)
+    return hs, (x, wx, cores)
+
+
+def gru_backward(dhs, cache):
+    """dhs (N, T, H) -> (dx (N, T, D), dh0, dwx, dwh, dbx, dbh)."""
+    x, wx, cores = cache
+    xp = get_array_module(dhs)
+    N, T, D = x.shape
+    H = dhs.shape[2]
+    dgx = xp.empty((N, T, 3 * H), dtype=dhs.dtype)
+    dwh = xp.zeros((H, 3 * H), dtype=dhs.dtype)
+    dbh = xp.zeros((3 * H,), dtype=dhs.dtype)
+    dh = xp.zeros((N, H), dtype=dhs.dtype)
+    for t in reversed(range(T)):
+        dg, dh, dwh_t, dbh_t = _cell_backward(dhs[:, t] + dh, cores[t])
+        dgx[:, t] = dg
+        dwh += dwh_t
+        dbh += dbh_t
+    dg2 = dgx.reshape(N * T, 3 * H)
+    dx = (dg2 @ wx.T).reshape(N, T, D)
+    return dx, dh, x.reshape(N * T, D).T @ dg2, dwh, dg2.sum(axis=0), dbh

@@ -1,0 +1,35 @@
+"""Fully connected layer: out = x @ w + b over the last axis.
+
+Notation:
+    x  (..., D)  inputs, any number of leading axes (N, or N, T, or N, L, ...)
+    w  (D, M)    weights
+    b  (M,)      bias
+    out (..., M)
+"""
+from __future__ import annotations
+
+from . import _checks
+
+
+def linear_forward(x, w, b):
+    """Returns (out, cache) with out = x @ w + b, shape (..., M)."""
+    _checks.floats("linear", x=x, w=w, b=b)
+    _checks.ndim("linear", "w", w, 2, "D, M")
+    if x.ndim < 1 or x.shape[-1] != w.shape[0]:
+        raise ValueError(
+            f"linear: x has shape {tuple(x.shape)} but w has shape {tuple(w.shape)}; "
+            "x's last axis must equal w's first (D)")
+    _checks.shape("linear", "b", b, (w.shape[1],), "M", "w")
+    out = x @ w + b
+    return out, (x, w)
+
+
+def linear_backward(dout, cache):
+    """dout (..., M) -> (dx (..., D), dw (D, M), db (M,))."""
+    x, w = cache
+    D, M = w.shape
+    d2 = dout.reshape(-1, M)
+    dx = dout @ w.T
+    dw = x.reshape(-1, D).T @ d2
+    db = d2.sum(axis=0)
+    return dx, dw, db

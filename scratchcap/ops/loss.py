@@ -1,0 +1,56 @@
+"""Masked cross-entropy over a sequence of word predictions.
+
+Notation:
+    logits   (N, T, V)  unnormalized scores for each time step
+    targets  (N, T)     integer word ids in [0, V)
+    mask     (N, T)     True for real tokens, False for padding
+    loss = -sum_{n,t: mask} log softmax(logits[n, t])[targets[n, t]] / #mask
+
+The mean is over real tokens, not padding, so short captions are not diluted.
+With no real tokens at all the loss is 0 and so is its gradient.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from . import _checks
+from .softmax import log_softmax
+
+
+def _check(logits, targets, mask):
+    layer = "temporal_cross_entropy"
+    _checks.floats(layer, logits=logits)
+    _checks.ndim(layer, "logits", logits, 3, "N, T, V")
+    N, T, V = logits.shape
+    _checks.integers(layer, "targets", targets)
+    _checks.shape(layer, "targets", targets, (N, T), "N, T", "logits")
+    _checks.booleans(layer, "mask", mask)
+    _checks.shape(layer, "mask", mask, (N, T), "N, T", "logits")
+    if targets.size and (int(targets.min()) < 0 or int(targets.max()) >= V):
+        raise ValueError(
+            f"{layer}: targets must lie in [0, {V}) for logits of shape {tuple(logits.shape)}, "
+            f"got range [{int(targets.min())}, {int(targets.max())}]")
+
+
+def temporal_cross_entropy_forward(logits, targets, mask):
+    """Returns (loss, cache); loss is a 0-d array of logits' dtype."""
+    _check(logits, targets, mask)
+    xp = get_array_module(logits)
+    N, T, V = logits.shape
+    logp = log_softmax(logits, axis=-1).reshape(N * T, V)
+    flat_t = targets.reshape(-1)
+    picked = logp[xp.arange(N * T), flat_t]
+    weights = mask.reshape(-1).astype(logits.dtype)
+    count = max(int(mask.sum()), 1)
+    loss = -(picked * weights).sum() / logits.dtype.type(count)
+    return loss, (logp, flat_t, weights, count, logits.shape)
+
+
+def temporal_cross_entropy_backward(dloss, cache):
+    """dloss scalar -> (dlogits (N, T, V),) = (softmax - onehot) * mask / #mask * dloss."""
+    logp, flat_t, weights, count, shape = cache
+    xp = get_array_module(logp)
+    dlogits = xp.exp(logp)
+    dlogits[xp.arange(flat_t.shape[0]), flat_t] -= 1
+    scale = xp.asarray(dloss, dtype=logp.dtype) / count
+    dlogits *= (weights * scale)[:, None]
+    return (dlogits.reshape(shape),)

@@ -1,0 +1,118 @@
+"""LSTM cell and sequence, gates packed in the order i, f, g, o.
+
+Notation:
+    N batch, T time, D input, H hidden
+    x   (N, D)      input at one step          xs (N, T, D) for the sequence
+    h   (N, H)      previous hidden state      hs (N, T, H) every hidden state
+    c   (N, H)      previous cell state
+    wx  (D, 4H)     input weights     wh (H, 4H) recurrent weights     b (4H,) bias
+
+    a = x @ wx + b + h @ wh                 (N, 4H)
+    i, f, o = sigmoid(a_i), sigmoid(a_f), sigmoid(a_o);   g = tanh(a_g)
+    c' = f * c + i * g
+    h' = o * tanh(c')
+
+The step and the sequence share one cell (``_cell_forward``); the sequence
+computes x @ wx for all T steps in one GEMM before the time loop.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from . import _checks
+from .activations import sigmoid
+
+
+def _cell_forward(ax, h, c, wh):
+    """ax = x @ wx + b (N, 4H) already computed. Returns h', c', cache."""
+    xp = get_array_module(ax)
+    H = h.shape[1]
+    a = ax + h @ wh
+    ifo = sigmoid(a)
+    i, f, o = ifo[:, :H], ifo[:, H:2 * H], ifo[:, 3 * H:]
+    g = xp.tanh(a[:, 2 * H:3 * H])
+    c_next = f * c + i * g
+    tc = xp.tanh(c_next)
+    h_next = o * tc
+    return h_next, c_next, (h, c, wh, i, f, g, o, tc)
+
+
+def _cell_backward(dh_next, dc_next, cache):
+    """Returns (dax (N, 4H), dh, dc, dwh) for one cell."""
+    h, c, wh, i, f, g, o, tc = cache
+    xp = get_array_module(h)
+    H = h.shape[1]
+    dc_total = dh_next * o * (1 - tc * tc)
+    if dc_next is not None:
+        dc_total += dc_next
+    da = xp.empty((h.shape[0], 4 * H), dtype=h.dtype)
+    da[:, :H] = dc_total * g * i * (1 - i)
+    da[:, H:2 * H] = dc_total * c * f * (1 - f)
+    da[:, 2 * H:3 * H] = dc_total * i * (1 - g * g)
+    da[:, 3 * H:] = dh_next * tc * o * (1 - o)
+    return da, da @ wh.T, dc_total * f, h.T @ da
+
+
+def _check(layer, x, h, c, wx, wh, b, seq):
+    _checks.floats(layer, x=x, h=h, c=c, wx=wx, wh=wh, b=b)
+    _checks.ndim(layer, "x", x, 3 if seq else 2, "N, T, D" if seq else "N, D")
+    _checks.ndim(layer, "h", h, 2, "N, H")
+    if seq and x.shape[1] < 1:
+        raise ValueError(f"{layer}: x has shape {tuple(x.shape)}; a sequence needs T >= 1")
+    N, D, H = x.shape[0], x.shape[-1], h.shape[1]
+    _checks.shape(layer, "h", h, (N, H), "N, H", "x")
+    _checks.shape(layer, "c", c, (N, H), "N, H", "h")
+    _checks.shape(layer, "wx", wx, (D, 4 * H), "D, 4H", "x and h")
+    _checks.shape(layer, "wh", wh, (H, 4 * H), "H, 4H", "h")
+    _checks.shape(layer, "b", b, (4 * H,), "4H", "h")
+
+
+def lstm_step_forward(x, h, c, wx, wh, b):
+    """One step. Returns ((h', c'), cache), both (N, H)."""
+    _check("lstm_step", x, h, c, wx, wh, b, seq=False)
+    h_next, c_next, core = _cell_forward(x @ wx + b, h, c, wh)
+    return (h_next, c_next), (x, wx, core)
+
+
+def lstm_step_backward(douts, cache):
+    """douts = (dh', dc'), either may be None. Returns (dx, dh, dc, dwx, dwh, db)."""
+    dh_next, dc_next = douts
+    x, wx, core = cache
+    if dh_next is None:
+        dh_next = get_array_module(x).zeros_like(core[0])
+    da, dh, dc, dwh = _cell_backward(dh_next, dc_next, core)
+    return da @ wx.T, dh, dc, x.T @ da, dwh, da.sum(axis=0)
+
+
+def lstm_forward(x, h0, c0, wx, wh, b):
+    """Runs over x (N, T, D) from h0, c0 (N, H). Returns (hs (N, T, H), cache)."""
+    _check("lstm", x, h0, c0, wx, wh, b, seq=True)
+    xp = get_array_module(x)
+    N, T, D = x.shape
+    H = h0.shape[1]
+    ax = (x.reshape(N * T, D) @ wx + b).reshape(N, T, 4 * H)
+    hs = xp.empty((N, T, H), dtype=x.dtype)
+    h, c, cores = h0, c0, []
+    for t in range(T):
+        h, c, core = _cell_forward(ax[:, t], h, c, wh)
+        hs[:, t] = h
+        cores.append(core)
+    return hs, (x, wx, cores)
+
+
+def lstm_backward(dhs, cache):
+    """dhs (N, T, H) -> (dx (N, T, D), dh0, dc0, dwx, dwh, db)."""
+    x, wx, cores = cache
+    xp = get_array_module(dhs)
+    N, T, D = x.shape
+    H = dhs.shape[2]
+    dax = xp.empty((N, T, 4 * H), dtype=dhs.dtype)
+    dwh = xp.zeros((H, 4 * H), dtype=dhs.dtype)
+    dh = xp.zeros((N, H), dtype=dhs.dtype)
+    dc = None
+    for t in reversed(range(T)):
+        da, dh, dc, dwh_t = _cell_backward(dhs[:, t] + dh, dc, cores[t])
+        dax[:, t] = da
+        dwh += dwh_t
+    dax2 = dax.reshape(N * T, 4 * H)
+    dx = (dax2 @ wx.T).reshape(N, T, D)
+    return dx, dh, dc, x.reshape(N * T, D).T @ dax2, dwh, dax2.sum(axis=0)

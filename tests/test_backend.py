@@ -1,0 +1,61 @@
+import argparse
+
+import numpy as np
+import pytest
+
+from scratchcap import backend
+
+
+def test_get_array_module_picks_numpy_for_numpy_and_non_arrays():
+    assert backend.get_array_module(np.zeros(2), None, 3.0) is np
+    assert backend.get_array_module() is np
+
+
+def test_get_array_module_follows_the_arrays(xp):
+    a = xp.zeros(3)
+    assert backend.get_array_module(np.zeros(1), a) is xp
+
+
+def test_to_numpy_and_to_device_round_trip(xp):
+    x = np.arange(6.0).reshape(2, 3)
+    dev = "gpu" if xp.__name__ == "cupy" else "cpu"
+    moved = backend.to_device({"a": x, "b": [x, x]}, dev)
+    assert backend.get_array_module(moved["a"]) is xp
+    np.testing.assert_array_equal(backend.to_numpy(moved["b"][1]), x)
+
+
+def test_resolve_device_rejects_unknown_names():
+    with pytest.raises(ValueError, match="device must be one of"):
+        backend.resolve_device("tpu")
+
+
+def test_gpu_request_without_a_gpu_says_what_is_missing():
+    ok, reason = backend.gpu_status()
+    if ok:
+        pytest.skip("a GPU is usable here")
+    with pytest.raises(backend.DeviceUnavailableError) as err:
+        backend.resolve_device("gpu")
+    assert "CuPy" in str(err.value) or "CUDA" in str(err.value)
+    assert backend.resolve_device("auto") == "cpu"
+
+
+def test_device_option_is_shared():
+    parser = backend.add_device_argument(argparse.ArgumentParser())
+    assert parser.parse_args([]).device == "auto"
+    assert parser.parse_args(["--device", "cpu"]).device == "cpu"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--device", "tpu"])
+
+
+def test_uniform_keeps_dtype_and_replays_with_the_same_seed(xp):
+    like = xp.zeros((3, 4), dtype=xp.float32)
+    a = backend.uniform(np.random.default_rng(5), (3, 4), like)
+    b = backend.uniform(np.random.default_rng(5), (3, 4), like)
+    assert a.dtype == xp.float32 and backend.get_array_module(a) is xp
+    assert bool((a == b).all()) and 0 <= float(a.min()) and float(a.max()) < 1
+
+
+def test_scatter_add_accumulates_repeats(xp):
+    dst = xp.zeros((3, 2))
+    backend.scatter_add(dst, xp.asarray([0, 2, 0]), xp.ones((3, 2)))
+    np.testing.assert_array_equal(backend.to_numpy(dst), [[2, 2], [0, 0], [1, 1]])

@@ -1,0 +1,49 @@
+"""Layers against PyTorch, the trusted reference, where it is installed (skipped otherwise)."""
+import numpy as np
+import pytest
+
+from scratchcap import ops
+
+torch = pytest.importorskip("torch", reason="PyTorch is an optional reference")
+
+
+def test_gru_matches_pytorch():
+    rng = np.random.default_rng(42)
+    N, T, D, H = 3, 4, 5, 6
+    x, h0 = rng.standard_normal((N, T, D)), rng.standard_normal((N, H))
+    gru = torch.nn.GRU(D, H, batch_first=True).double()
+    wx = gru.weight_ih_l0.detach().numpy().T.copy()
+    wh = gru.weight_hh_l0.detach().numpy().T.copy()
+    bx, bh = gru.bias_ih_l0.detach().numpy(), gru.bias_hh_l0.detach().numpy()
+    hs, _ = ops.gru_forward(x, h0, wx, wh, bx, bh)
+    ref, _ = gru(torch.from_numpy(x), torch.from_numpy(h0)[None])
+    np.testing.assert_allclose(hs, ref.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_lstm_matches_pytorch():
+    rng = np.random.default_rng(42)
+    N, T, D, H = 3, 4, 5, 6
+    x, h0, c0 = rng.standard_normal((N, T, D)), rng.standard_normal((N, H)), rng.standard_normal((N, H))
+    lstm = torch.nn.LSTM(D, H, batch_first=True).double()
+    wx = lstm.weight_ih_l0.detach().numpy().T.copy()
+    wh = lstm.weight_hh_l0.detach().numpy().T.copy()
+    b = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().numpy()
+    hs, _ = ops.lstm_forward(x, h0, c0, wx, wh, b)
+    ref, _ = lstm(torch.from_numpy(x), (torch.from_numpy(h0)[None], torch.from_numpy(c0)[None]))
+    np.testing.assert_allclose(hs, ref.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_conv2d_backward_matches_pytorch():
+    rng = np.random.default_rng(42)
+    x, w, b = rng.standard_normal((2, 6, 6, 3)), rng.standard_normal((3, 3, 3, 4)), rng.standard_normal(4)
+    dout = rng.standard_normal((2, 3, 3, 4))
+    _, cache = ops.conv2d_forward(x, w, b, stride=2, padding=1)
+    dx, dw, db = ops.conv2d_backward(dout, cache)
+    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    tw = torch.from_numpy(w.transpose(3, 2, 0, 1).copy()).requires_grad_()
+    tb = torch.from_numpy(b.copy()).requires_grad_()
+    out = torch.nn.functional.conv2d(tx, tw, tb, stride=2, padding=1)
+    out.backward(torch.from_numpy(dout.transpose(0, 3, 1, 2).copy()))
+    np.testing.assert_allclose(dx, tx.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dw, tw.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(db, tb.grad.numpy(), rtol=1e-10)

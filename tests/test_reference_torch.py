@@ -47,3 +47,19 @@ def test_conv2d_backward_matches_pytorch():
     np.testing.assert_allclose(dx, tx.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dw, tw.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(db, tb.grad.numpy(), rtol=1e-10)
+
+
+def test_adam_matches_pytorch():
+    from scratchcap.optim import Adam
+
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((4, 3))
+    tw = torch.tensor(w.copy(), requires_grad=True)
+    topt = torch.optim.Adam([tw], lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
+    params, opt = {"w": w.copy()}, Adam(lr=1e-2)
+    for _ in range(5):
+        g = rng.standard_normal((4, 3))
+        tw.grad = torch.from_numpy(g.copy())
+        topt.step()
+        opt.step(params, {"w": g})
+    np.testing.assert_allclose(params["w"], tw.detach().numpy(), rtol=1e-10, atol=1e-12)

@@ -17,7 +17,7 @@ from .activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid
                           tanh_backward, tanh_forward)
 from .attention import (additive_attention_backward, additive_attention_forward, attend_backward,
                         attend_forward)
-from .conv import conv2d_backward, conv2d_forward
+from .conv import Workspace, conv2d_backward, conv2d_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
 from .gru import gru_backward, gru_forward, gru_step_backward, gru_step_forward
@@ -33,4 +33,4 @@ LAYERS = (
     "tanh", "temporal_cross_entropy",
 )
 
-__all__ = [f"{name}_{half}" for name in LAYERS for half in ("forward", "backward")] + ["LAYERS"]
+__all__ = [f"{name}_{half}" for name in LAYERS for half in ("forward", "backward")] + ["LAYERS", "Workspace"]

@@ -45,25 +45,58 @@ def _window(start: int, count: int, stride: int) -> slice:
     return slice(start, start + stride * (count - 1) + 1, stride)
 
 
-def _pad(x, pads):
+class Workspace:
+    """Scratch buffers reused across calls, keyed by (tag, shape, dtype).
+
+    Writing into freshly allocated memory costs page faults; an inference loop
+    (VGG-16 over thousands of images) passes one Workspace to every conv2d call
+    so that the padded input and the im2col columns reuse the same memory.
+    """
+
+    def __init__(self):
+        self._buffers = {}
+
+    def get(self, xp, tag: str, shape, dtype, zeros: bool = False):
+        key = (xp.__name__, tag, tuple(shape), str(dtype))
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = (xp.zeros if zeros else xp.empty)(shape, dtype=dtype)
+            self._buffers[key] = buf
+        return buf
+
+
+def _pad(x, pads, workspace=None):
     (pt, pb), (pl, pr) = pads
     if pt == pb == pl == pr == 0:
         return x
     xp = get_array_module(x)
-    return xp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    N, H, W, C = x.shape
+    shape = (N, H + pt + pb, W + pl + pr, C)
+    if workspace is None:
+        xpad = xp.zeros(shape, dtype=x.dtype)
+    else:
+        xpad = workspace.get(xp, "pad", shape, x.dtype, zeros=True)  # the border stays zero
+    xpad[:, pt:pt + H, pl:pl + W, :] = x
+    return xpad
 
 
-def im2col(x, kh: int, kw: int, stride: int, pads, out_hw):
+def im2col(x, kh: int, kw: int, stride: int, pads, out_hw, out=None):
     """x (N, H, W, C) -> cols (N, Ho, Wo, KH, KW, C); pads = ((top, bottom), (left, right))."""
     xp = get_array_module(x)
     N, _, _, C = x.shape
     Ho, Wo = out_hw
     xpad = _pad(x, pads)
-    cols = xp.empty((N, Ho, Wo, kh, kw, C), dtype=x.dtype)
+    cols = xp.empty((N, Ho, Wo, kh, kw, C), dtype=x.dtype) if out is None else out
+    _fill_cols(cols, xpad, stride)
+    return cols
+
+
+def _fill_cols(cols, xpad, stride):
+    """cols[:, :, :, i, j, :] = the (i, j)-shifted, strided view of the padded input."""
+    _, Ho, Wo, kh, kw, _ = cols.shape
     for i in range(kh):
         for j in range(kw):
             cols[:, :, :, i, j, :] = xpad[:, _window(i, Ho, stride), _window(j, Wo, stride), :]
-    return cols
 
 
 def col2im(dcols, x_shape, stride: int, pads):
@@ -79,12 +112,18 @@ def col2im(dcols, x_shape, stride: int, pads):
     return dxpad[:, pt:pt + H, pl:pl + W, :]
 
 
-def conv2d_forward(x, w, b, *, stride: int = 1, padding="same"):
+# Largest im2col block (bytes) built at once when a Workspace is given; big enough for an
+# efficient GEMM, small enough to stay in cache and not to hold 9x the input in memory.
+BLOCK_BYTES = 8 << 20
+
+
+def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None):
     """Returns (out, cache) with out (N, Ho, Wo, F).
 
     x (N, H, W, C), w (KH, KW, C, F), b (F,); padding is 'same', 'valid' or an int.
     The cache keeps x, not the columns, so a forward pass holds only one column
-    buffer at a time; the backward rebuilds them.
+    buffer at a time; the backward rebuilds them. With a ``Workspace``, the
+    columns are built in blocks of output rows into reused buffers (inference).
     """
     _checks.floats("conv2d", x=x, w=w, b=b)
     _checks.ndim("conv2d", "x", x, 4, "N, H, W, C")
@@ -105,10 +144,31 @@ def conv2d_forward(x, w, b, *, stride: int = 1, padding="same"):
             f"conv2d: x of shape {tuple(x.shape)} is smaller than the {kh}x{kw} kernel "
             f"with padding {padding!r}")
     pads = ((pt, pb), (pl, pr))
-    cols = im2col(x, kh, kw, stride, pads, (Ho, Wo))
-    out = cols.reshape(N * Ho * Wo, kh * kw * c) @ w.reshape(kh * kw * c, f)
-    out += b
-    return out.reshape(N, Ho, Wo, f), (x, w, stride, pads)
+    xp = get_array_module(x)
+    w2 = w.reshape(kh * kw * c, f)
+    if workspace is None:
+        cols = im2col(x, kh, kw, stride, pads, (Ho, Wo))
+        out = cols.reshape(N * Ho * Wo, kh * kw * c) @ w2
+        out += b
+        return out.reshape(N, Ho, Wo, f), (x, w, stride, pads)
+
+    xpad = _pad(x, pads, workspace)
+    out = xp.empty((N, Ho, Wo, f), dtype=x.dtype)
+    row_bytes = Wo * kh * kw * c * x.dtype.itemsize
+    if N * Ho * row_bytes <= BLOCK_BYTES:  # small maps: the whole batch in one GEMM
+        blocks = [(slice(None), 0, Ho)]
+    else:                                  # large maps: image by image, in blocks of rows
+        rows = max(1, BLOCK_BYTES // row_bytes)
+        blocks = [(slice(n, n + 1), r, min(r + rows, Ho)) for n in range(N) for r in range(0, Ho, rows)]
+    for images, r0, r1 in blocks:
+        part = xpad[images, r0 * stride:(r1 - 1) * stride + kh]
+        n = part.shape[0]
+        cols = workspace.get(xp, "cols", (n, r1 - r0, Wo, kh, kw, c), x.dtype)
+        _fill_cols(cols, part, stride)
+        target = out[images, r0:r1].reshape(n * (r1 - r0) * Wo, f)
+        xp.matmul(cols.reshape(-1, kh * kw * c), w2, out=target)
+        target += b
+    return out, (x, w, stride, pads)
 
 
 def conv2d_backward(dout, cache):

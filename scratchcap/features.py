@@ -1,0 +1,194 @@
+"""python -m scratchcap.features: turn a folder of images into an HDF5 feature cache.
+
+    python -m scratchcap.features ../shared/flickr8k/images --out cache/flickr8k-block5_conv3.h5
+
+Resumable and safe to kill: finished images are written in small shard files
+(each written atomically) beside the output, and the output itself is
+assembled atomically at the end. Running the command again skips every image
+that is already in the output or in a shard. Unreadable images are reported
+and recorded in the cache, not fatal. Memory stays constant: images stream
+through in batches.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import os
+import sys
+import time
+
+import numpy as np
+
+from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_numpy
+from .feature_cache import IDENTITY, CacheError, FeatureCache, merge_caches, write_cache
+from .images import ImageError, list_images, load_image
+
+SHARD_SIZE = 64
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 over the per-layer checksums: names the weights, whatever file they came from."""
+    from .weights.format import CONV_LAYERS, layer_checksum
+
+    h = hashlib.sha256()
+    for name in CONV_LAYERS:
+        kernel, bias = model.params[name]
+        h.update(layer_checksum(to_numpy(kernel), to_numpy(bias)).encode())
+    return h.hexdigest()
+
+
+def _shard_dir(out):
+    return out + ".parts"
+
+
+def _check_identity(path, cache, identity):
+    got = cache.identity()
+    diff = {k: (got.get(k), identity[k]) for k in IDENTITY if str(got.get(k)) != str(identity[k])}
+    if diff:
+        raise CacheError(
+            f"{path} was built with other settings ({', '.join(f'{k}: {a} vs {b}' for k, (a, b) in diff.items())}); "
+            "choose another --out or delete it")
+
+
+def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=False, dtype="float16",
+            batch_size=8, progress=True, log=print, shard_size=SHARD_SIZE):
+    """Compute ``layer`` for every image path not yet in ``out``; returns a summary dict."""
+    identity = dict(weights_sha256=weights_fingerprint(model), layer=layer,
+                    preprocessing=model.preprocessing, image_size=image_size, crop=int(crop), dtype=dtype)
+    done, parts = set(), []
+    if os.path.exists(out):
+        with FeatureCache(out) as cache:
+            _check_identity(out, cache, identity)
+            done.update(cache.ids)
+            done.update(cache.failed)
+        parts.append(out)
+    shard_dir = _shard_dir(out)
+    for shard in sorted(glob.glob(os.path.join(shard_dir, "shard-*.h5"))):
+        with FeatureCache(shard) as cache:
+            _check_identity(shard, cache, identity)
+            done.update(cache.ids)
+            done.update(cache.failed)
+        parts.append(shard)
+
+    todo = [p for p in paths if os.path.basename(p) not in done]
+    log(f"{len(paths)} images: {len(paths) - len(todo)} already cached, {len(todo)} to compute")
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo), unit="img", desc=f"VGG-16 {layer}", dynamic_ncols=True)
+    feats, ids, failed = [], [], []
+    n_failed = 0
+    start = time.perf_counter()
+    next_shard = len(glob.glob(os.path.join(shard_dir, "shard-*.h5")))
+
+    def flush():
+        nonlocal feats, ids, failed, next_shard
+        if not ids and not failed:
+            return
+        os.makedirs(shard_dir, exist_ok=True)
+        shard = os.path.join(shard_dir, f"shard-{next_shard:06d}.h5")
+        region = feats[0].shape[1:] if feats else grid_shape
+        block = np.concatenate(feats) if feats else np.zeros((0,) + region, dtype=dtype)
+        write_cache(shard, block, ids, failed, attrs=attrs)
+        parts.append(shard)
+        next_shard += 1
+        feats, ids, failed = [], [], []
+
+    grid_shape = None
+    attrs = dict(identity)
+    for b in range(0, len(todo), batch_size):
+        batch_paths = todo[b:b + batch_size]
+        images, names = [], []
+        for p in batch_paths:
+            try:
+                images.append(load_image(p))
+                names.append(os.path.basename(p))
+            except ImageError as exc:
+                failed.append((os.path.basename(p), exc.reason))
+                n_failed += 1
+                log(f"skipping unreadable image {exc}")
+        if images:
+            x = model.preprocess(images, size=image_size, crop=crop)
+            act = to_numpy(model.forward(x, layers=(layer,))[layer])
+            n, rows, cols, d = act.shape
+            grid_shape = (rows * cols, d)
+            attrs["grid"] = np.array([rows, cols])
+            feats.append(act.reshape(n, rows * cols, d).astype(dtype))
+            ids.extend(names)
+        if bar is not None:
+            bar.update(len(batch_paths))
+        if len(ids) + len(failed) >= shard_size:
+            flush()
+    if grid_shape is not None or failed:
+        flush()
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - start
+    computed = len(todo) - n_failed
+
+    if parts and parts != [out]:
+        with FeatureCache(parts[-1]) as last:
+            attrs = dict(last.attrs)
+        attrs.pop("format", None)
+        attrs.pop("format_version", None)
+        merge_caches(out, parts, attrs)
+        for shard in parts:
+            if shard != out:
+                os.remove(shard)
+        if os.path.isdir(shard_dir) and not os.listdir(shard_dir):
+            os.rmdir(shard_dir)
+    with FeatureCache(out) as cache:
+        total, total_failed = len(cache), len(cache.failed)
+    summary = dict(images=len(paths), computed=computed, failed_now=n_failed, cached=total,
+                   failed_total=total_failed, seconds=round(elapsed, 2),
+                   images_per_second=round(computed / elapsed, 3) if computed and elapsed > 0 else None)
+    return summary
+
+
+def main(argv=None) -> int:
+    from .weights.fetch import DEFAULT_PATH, FetchError, ensure_weights
+    from .weights.format import WeightFileError
+
+    parser = argparse.ArgumentParser(prog="python -m scratchcap.features",
+                                     description="Cache VGG-16 features of a folder of images in HDF5.")
+    parser.add_argument("images", nargs="+", help="image folders or image files")
+    parser.add_argument("--out", required=True, help="the HDF5 cache to create or extend")
+    parser.add_argument("--weights", default=DEFAULT_PATH,
+                        help=f"VGG-16 weight file (default {DEFAULT_PATH}, fetched on first use)")
+    parser.add_argument("--layer", default="block5_conv3", help="VGG-16 layer to cache (default block5_conv3)")
+    parser.add_argument("--image-size", type=int, default=224, help="side of the square input (default 224)")
+    parser.add_argument("--crop", action="store_true", help="keep the aspect ratio and centre-crop")
+    parser.add_argument("--dtype", choices=["float16", "float32"], default="float16",
+                        help="storage precision (default float16)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images (quick runs)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(parser)
+    args = parser.parse_args(argv)
+
+    paths = []
+    for item in args.images:
+        paths.extend(list_images(item) if os.path.isdir(item) else [item])
+    if args.limit is not None:
+        paths = paths[:args.limit]
+    if not paths:
+        print("error: no images found", file=sys.stderr)
+        return 2
+    try:
+        from .vgg16 import VGG16
+        device = resolve_device(args.device)
+        model = VGG16.load(ensure_weights(args.weights), device=device)
+        summary = extract(paths, args.out, model, layer=args.layer, image_size=args.image_size,
+                          crop=args.crop, dtype=args.dtype, batch_size=args.batch_size,
+                          progress=not args.no_progress)
+    except (WeightFileError, FetchError, CacheError, DeviceUnavailableError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""VGG-16's convolutional part, built from scratchcap.ops, on weights from scratchcap.weights.
+
+    model = VGG16.load("weights/vgg16_imagenet.h5")        # or device="gpu"
+    x = model.preprocess([pil_image, ...])                  # (N, 224, 224, 3) float32
+    feats = model.forward(x, layers=("block5_conv3",))      # {"block5_conv3": (N, 14, 14, 512)}
+
+Layers, in order (every conv is 3x3, stride 1, 'same', followed by ReLU; every
+pool is 2x2, stride 2): block1_conv1, block1_conv2, block1_pool, block2_conv1,
+block2_conv2, block2_pool, block3_conv1..3, block3_pool, block4_conv1..3,
+block4_pool, block5_conv1..3, block5_pool. A conv layer's named output is
+after its ReLU, as in Keras.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+from .backend import get_array_module, to_device
+from .weights import VGG16_WIDTHS, load_weights
+from .weights.format import CONV_LAYERS
+
+LAYERS = (
+    "block1_conv1", "block1_conv2", "block1_pool",
+    "block2_conv1", "block2_conv2", "block2_pool",
+    "block3_conv1", "block3_conv2", "block3_conv3", "block3_pool",
+    "block4_conv1", "block4_conv2", "block4_conv3", "block4_pool",
+    "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool",
+)
+
+
+def to_rgb_image(image):
+    """A PIL RGB image from a PIL image of any mode or an array (H, W), (H, W, 3) or (H, W, 4) of uint8."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ValueError(f"image arrays must be uint8 0-255, got {image.dtype}")
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise ValueError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+        image = Image.fromarray(image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"expected a PIL image or a uint8 array, got {type(image).__name__}")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels become white rather than whatever colour they hide.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_image(image, size: int = 224, crop: bool = False):
+    """Resize to size x size: squashed by default, or keeping the aspect ratio and centre-cropping."""
+    from PIL import Image
+
+    if crop:
+        w, h = image.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        image = image.resize((nw, nh), Image.BILINEAR)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        return image.crop((left, top, left + size, top + size))
+    if image.size == (size, size):
+        return image
+    return image.resize((size, size), Image.BILINEAR)
+
+
+class VGG16:
+    """VGG-16 up to block5_pool. Parameters are {layer: (kernel HWIO, bias)} on one device."""
+
+    def __init__(self, layers: dict, attrs: dict):
+        self.params = layers
+        self.attrs = attrs
+        self.preprocessing = str(attrs["preprocessing"])
+        self.channel_order = str(attrs["channel_order"])
+        self.input_scale = float(attrs["input_scale"])
+        self.mean = np.asarray(attrs["mean"], dtype=np.float32)
+        self.std = np.asarray(attrs["std"], dtype=np.float32)
+        self.workspace = ops.Workspace()
+
+    @classmethod
+    def load(cls, path, device: str = "cpu", widths=VGG16_WIDTHS):
+        """Load and check a scratchcap weight file (see scratchcap.weights)."""
+        layers, attrs = load_weights(path, widths=widths)
+        return cls(to_device(layers, device), attrs)
+
+    @property
+    def xp(self):
+        return get_array_module(self.params[CONV_LAYERS[0]][0])
+
+    def preprocess(self, images, size: int = 224, crop: bool = False):
+        """Turn images into the (N, size, size, 3) float32 batch that the weights expect.
+
+        images: a list of PIL images (any mode: grayscale, RGBA and palette are
+        converted to RGB) or uint8 arrays, of any size. Each is resized to
+        size x size (squashed; ``crop=True`` keeps the aspect ratio and crops the
+        centre), then put in the channel order and value range recorded in the
+        weight file: for 'caffe', BGR in 0..255 minus the mean
+        [103.939, 116.779, 123.68]; for 'torch', RGB in 0..1 minus the ImageNet
+        mean, divided by its std. The batch is on the model's device.
+        """
+        batch = np.empty((len(images), size, size, 3), dtype=np.float32)
+        for i, image in enumerate(images):
+            rgb = np.asarray(resize_image(to_rgb_image(image), size, crop), dtype=np.float32)
+            if self.channel_order == "BGR":
+                rgb = rgb[:, :, ::-1]
+            batch[i] = (rgb * (self.input_scale / 255.0) - self.mean) / self.std
+        return self.xp.asarray(batch)
+
+    def forward(self, x, layers=("block5_conv3",)):
+        """Run x (N, H, W, 3) float32 through the network; return {name: activation} for ``layers``.
+
+        It stops as soon as every requested layer has been computed. Activations are NHWC.
+        """
+        wanted = set(layers)
+        unknown = wanted - set(LAYERS)
+        if unknown:
+            raise ValueError(f"unknown VGG-16 layers {sorted(unknown)}; choose from {LAYERS}")
+        if x.ndim != 4 or x.shape[3] != 3:
+            raise ValueError(f"x must have shape (N, H, W, 3), got {tuple(x.shape)}")
+        out = {}
+        for name in LAYERS:
+            if name.endswith("pool"):
+                x, _ = ops.max_pool2d_forward(x)
+            else:
+                kernel, bias = self.params[name]
+                x, _ = ops.conv2d_forward(x, kernel, bias, workspace=self.workspace)
+                xp = get_array_module(x)
+                xp.maximum(x, 0, out=x)  # ReLU in place: x is this layer's own output
+            if name in wanted:
+                out[name] = x
+                if len(out) == len(wanted):
+                    break
+        return out

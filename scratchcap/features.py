@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     try:
         from .vgg16 import VGG16
         device = resolve_device(args.device)
-        model = VGG16.load(ensure_weights(args.weights), device=device)
+        model = VGG16.load(ensure_weights(args.weights), device=device, widths=None)
         summary = extract(paths, args.out, model, layer=args.layer, image_size=args.image_size,
                           crop=args.crop, dtype=args.dtype, batch_size=args.batch_size,
                           progress=not args.no_progress)

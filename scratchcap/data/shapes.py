@@ -220,3 +220,44 @@ def load_shapes(data_dir, log=print):
     if not records:
         raise DatasetError(f"{data_dir}: no usable images")
     return records
+
+
+def region_boxes_mask(box, grid, image_size):
+    """(rows*cols,) bool: the grid cells whose centre lies inside box = [x0, y0, x1, y1]."""
+    rows, cols = grid
+    cy = (np.arange(rows) + 0.5) * image_size / rows
+    cx = (np.arange(cols) + 0.5) * image_size / cols
+    x0, y0, x1, y1 = box
+    inside = ((cy[:, None] >= y0) & (cy[:, None] <= y1)) & ((cx[None, :] >= x0) & (cx[None, :] <= x1))
+    return inside.reshape(-1)
+
+
+def shapes_scores(records, results, grid, image_size):
+    """exact: the caption names exactly the image's (colour, shape) pairs.
+
+    grounding: for each colour or shape word of a named object, the attention
+    mass inside that object's box (at the step that emitted the word);
+    grounding_chance: the fraction of regions inside the box, what uniform
+    attention would score.
+    """
+    exact, mass, chance = [], [], []
+    for rec, res in zip(records, results):
+        truth = {(o["colour"], o["shape"]): o for o in rec.objects}
+        exact.append(colour_shape_pairs(res["words"]) == set(truth))
+        alphas = res.get("alphas")
+        if alphas is None:
+            continue
+        words = res["words"]
+        for k, w in enumerate(words):
+            if w in SHAPES and k > 0 and (words[k - 1], w) in truth:
+                inside = region_boxes_mask(truth[(words[k - 1], w)]["box"], grid, image_size)
+                if not inside.any():
+                    continue
+                for step in (k - 1, k):
+                    mass.append(float(alphas[step][inside].sum()))
+                    chance.append(float(inside.mean()))
+    out = {"exact": float(np.mean(exact)) if exact else 0.0}
+    if mass:
+        out["grounding"] = float(np.mean(mass))
+        out["grounding_chance"] = float(np.mean(chance))
+    return out

@@ -55,7 +55,7 @@ def attend_forward(features, projected, query, w2, b2, v, *, mask=None):
 
     t = projected + (query @ w2 + b2)[:, None, :]
     xp.tanh(t, out=t)
-    e = t @ v
+    e = (t.reshape(N * L, A) @ v).reshape(N, L)
     if mask is not None:
         e[~mask] = -xp.inf
     e -= e.max(axis=1, keepdims=True)
@@ -82,7 +82,7 @@ def attend_backward(douts, cache):
     if dalpha is not None:
         da += dalpha
     de = alpha * (da - (alpha * da).sum(axis=1, keepdims=True))
-    dv = t.reshape(N * L, A).T @ de.reshape(N * L)
+    dv = (de.reshape(1, N * L) @ t.reshape(N * L, A))[0]  # a row-vector GEMM; t.T @ de is far slower
     dpre = de[:, :, None] * v
     dpre *= 1 - t * t
     dq = dpre.sum(axis=1)

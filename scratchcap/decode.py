@@ -1,0 +1,120 @@
+"""Greedy decoding and batched beam search, for any model in scratchcap.models.
+
+Both return, per image, a dict: words (list of str), logprob (float), and for
+attention models alphas (len(words) + 1, L): the attention of every emitted
+word, and of the <end> that closed the caption.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import get_array_module, to_numpy
+
+
+def _take(state, index):
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(_take(s, index) for s in state)
+    return state[index]
+
+
+def _repeat(enc, k):
+    if enc is None:
+        return None
+    if isinstance(enc, tuple):
+        return tuple(_repeat(e, k) for e in enc)
+    return get_array_module(enc).repeat(enc, k, axis=0)
+
+
+def _result(vocab, ids, logprob, alphas):
+    words = vocab.decode(ids)
+    out = dict(words=words, logprob=float(logprob))
+    if alphas is not None:
+        out["alphas"] = np.asarray(alphas[: len(words) + 1])
+    return out
+
+
+def greedy(model, params, features, cfg, vocab, max_length=20):
+    """The argmax word at every step (no sampling), until <end> or max_length."""
+    xp = get_array_module(features)
+    enc, state = model.decode_start(params, features, cfg)
+    N = features.shape[0]
+    words = xp.full((N,), vocab.start, dtype=xp.int64)
+    ids = np.zeros((N, max_length), dtype=np.int64)
+    logprob = np.zeros(N)
+    alphas = []
+    done = np.zeros(N, dtype=bool)
+    for t in range(max_length):
+        logp, state, alpha = model.decode_step(params, enc, state, words)
+        words = logp.argmax(axis=1)
+        w = to_numpy(words)
+        logprob += np.where(done, 0.0, to_numpy(logp[xp.arange(N), words]))
+        ids[:, t] = w
+        if alpha is not None:
+            alphas.append(to_numpy(alpha))
+        done |= w == vocab.end
+        if done.all():
+            break
+    stacked = np.stack(alphas, axis=1) if alphas else None
+    return [_result(vocab, ids[n], logprob[n], None if stacked is None else stacked[n]) for n in range(N)]
+
+
+def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, length_norm=False):
+    """Beam search over all images at once; with beam=1 it is exactly greedy()."""
+    xp = get_array_module(features)
+    N, k = features.shape[0], beam
+    enc, state = model.decode_start(params, features, cfg)
+    enc, state = _repeat(enc, k), _repeat(state, k)
+    words = xp.full((N * k,), vocab.start, dtype=xp.int64)
+    scores = np.full((N, k), -np.inf)
+    scores[:, 0] = 0.0  # one live beam per image at the start, so beams do not duplicate
+    finished = np.zeros((N, k), dtype=bool)
+    lengths = np.zeros((N, k), dtype=np.int64)
+    history = np.zeros((N, k, 0), dtype=np.int64)
+    att_history = None
+    for t in range(max_length):
+        logp, state, alpha = model.decode_step(params, enc, state, words)
+        logp = to_numpy(logp).astype(np.float64).reshape(N, k, -1)
+        V = logp.shape[2]
+        # A finished beam may only continue with <pad>, at no cost, so that it keeps its score.
+        logp[finished] = -np.inf
+        logp[finished, vocab.pad] = 0.0
+        total = (scores[:, :, None] + logp).reshape(N, k * V)
+        order = np.argsort(-total, axis=1, kind="stable")[:, :k]
+        src, word = order // V, order % V
+        scores = np.take_along_axis(total, order, axis=1)
+        rows = (np.arange(N)[:, None] * k + src).reshape(-1)
+        prev_finished = np.take_along_axis(finished, src, axis=1)
+        history = np.concatenate([np.take_along_axis(history, src[:, :, None], axis=1), word[:, :, None]], axis=2)
+        lengths = np.take_along_axis(lengths, src, axis=1) + ~prev_finished
+        finished = prev_finished | (word == vocab.end)
+        if alpha is not None:
+            a = to_numpy(alpha).reshape(N, k, 1, -1)
+            if att_history is None:
+                att_history = np.zeros((N, k, 0, a.shape[3]))
+            att_history = np.concatenate([np.take_along_axis(att_history, src[:, :, None, None], axis=1), a], axis=2)
+        state = _take(state, xp.asarray(rows))
+        words = xp.asarray(word.reshape(-1))
+        if finished.all():
+            break
+    final = scores / np.maximum(lengths, 1) if length_norm else scores
+    best = np.argmax(final, axis=1)
+    results = []
+    for n in range(N):
+        b = best[n]
+        att = None if att_history is None else att_history[n, b]
+        results.append(_result(vocab, history[n, b], scores[n, b], att))
+    return results
+
+
+def decode(model, params, features, cfg, vocab, beam=1, max_length=20, length_norm=False, batch_size=64):
+    """Captions for many images, in batches; beam=1 is greedy."""
+    out = []
+    for s in range(0, features.shape[0], batch_size):
+        f = features[s:s + batch_size]
+        if beam == 1:
+            out += greedy(model, params, f, cfg, vocab, max_length)
+        else:
+            out += beam_search(model, params, f, cfg, vocab, beam, max_length, length_norm)
+    return out

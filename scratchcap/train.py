@@ -1,0 +1,383 @@
+"""python -m scratchcap.train: train a captioner on cached VGG-16 features.
+
+With no arguments it does the whole job on the built-in `shapes` data: generate
+the images, fetch the ImageNet VGG-16 weights if they are missing, cache the
+features, train gru-attention, and print the validation metrics.
+
+    python -m scratchcap.train
+    python -m scratchcap.train --dataset flickr8k --data-dir ../shared/flickr8k --model lstm-attention
+    python -m scratchcap.train --resume runs/shapes-gru-attention
+
+A run leaves in runs/NAME: checkpoint-best.h5, checkpoint-last.h5 (atomic
+writes), metrics.jsonl (one line per epoch), summary.json and loss.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_device, to_numpy
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import DatasetError, Vocabulary, load_dataset, normalize
+from .data.batches import Features, encode_records, iterate_batches, make_batch
+from .decode import decode
+from .models import get_model
+from .optim import Adam, clip_grad_norm
+
+DEFAULTS = dict(dataset="shapes", data_dir=None, model="gru-attention", embed=128, hidden=256, attention=128,
+                epochs=15, batch_size=64, lr=4e-4, lam=0.0, dropout=0.3, max_length=20, min_count=5,
+                seed=0, image_size=None, layer="block5_conv3", clip=5.0, lr_decay=0.5, patience=4,
+                checkpoint_every=100, bucket=False, val_images=None, shapes_images=(2000, 200, 200))
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m scratchcap.train",
+                                description="Train an attention captioner on cached VGG-16 features.")
+    d = DEFAULTS
+    p.add_argument("--dataset", default=d["dataset"],
+                   help="shapes (built in), flickr8k, karpathy:FILE, coco:FILE or custom:FILE")
+    p.add_argument("--data-dir", help="data folder (shapes: where to generate it, default data/)")
+    p.add_argument("--model", default=d["model"], choices=["gru-attention", "lstm-attention", "lstm-noattention"],
+                   help="decoder to train")
+    p.add_argument("--embed", type=int, default=d["embed"], help="embedding and encoder size E")
+    p.add_argument("--hidden", type=int, default=d["hidden"], help="recurrent state size H")
+    p.add_argument("--attention", type=int, default=d["attention"], help="attention size A")
+    p.add_argument("--epochs", type=int, default=d["epochs"], help="most epochs to train")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="captions per batch")
+    p.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate")
+    p.add_argument("--lambda", dest="lam", type=float, default=d["lam"],
+                   help="weight of the doubly stochastic attention penalty")
+    p.add_argument("--dropout", type=float, default=d["dropout"], help="dropout probability")
+    p.add_argument("--max-length", type=int, default=d["max_length"], help="longest caption, in words")
+    p.add_argument("--min-count", type=int, default=d["min_count"], help="vocabulary: least count of a word")
+    p.add_argument("--seed", type=int, default=d["seed"], help="seed of initialisation, shuffling and dropout")
+    p.add_argument("--image-size", type=int, default=d["image_size"],
+                   help="VGG-16 input side (default: 128 for shapes, 224 otherwise)")
+    p.add_argument("--layer", default=d["layer"], help="VGG-16 layer whose grid is attended")
+    p.add_argument("--clip", type=float, default=d["clip"], help="global gradient-norm clip (0: off)")
+    p.add_argument("--lr-decay", type=float, default=d["lr_decay"], help="learning-rate factor on a CIDEr plateau")
+    p.add_argument("--patience", type=int, default=d["patience"], help="epochs without a better CIDEr before stopping")
+    p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
+                   help="also save checkpoint-last.h5 every N batches")
+    p.add_argument("--bucket", action="store_true", help="batch captions of similar length together")
+    p.add_argument("--shapes-images", type=lambda s: tuple(int(x) for x in s.split(",")),
+                   default=d["shapes_images"], metavar="TRAIN,DEV,TEST", help="size of the generated shapes splits")
+    p.add_argument("--val-images", type=int, default=d["val_images"], help="decode only the first N dev images")
+    p.add_argument("--features", help="feature cache (default cache/<data set>-<layer>-<size>px.h5)")
+    p.add_argument("--weights", default=os.path.join("weights", "vgg16_imagenet.h5"),
+                   help="VGG-16 weights (fetched on first use)")
+    p.add_argument("--out", help="run folder (default runs/<data set>-<model>)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder where it stopped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device_argument(p)
+    return p
+
+
+def _log(*a):
+    print(*a, flush=True)
+
+
+def _commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
+    except OSError:
+        return None
+
+
+# ---- data and features -------------------------------------------------------------------------
+
+def prepare_data(cfg, log=_log):
+    """Records of the train and dev splits; shapes is generated on first use."""
+    if cfg["dataset"] == "shapes":
+        from .data.shapes import ensure_shapes
+        root = cfg["data_dir"] or "data"
+        if not os.path.exists(os.path.join(root, "annotations.json")):  # a root to generate into
+            n_train, n_dev, n_test = cfg["shapes_images"]
+            cfg["data_dir"] = ensure_shapes(root, log=log, progress=cfg["progress"], n_train=n_train, n_dev=n_dev,
+                                            n_test=n_test, size=cfg["image_size"], seed=cfg["seed"])
+    elif cfg["dataset"] == "flickr8k" and not cfg["data_dir"]:
+        raise DatasetError("--data-dir is needed for flickr8k (the folder with Flickr8k.token.txt)")
+    records = load_dataset(cfg["dataset"], cfg["data_dir"], log=log)
+    splits = {s: [r for r in records if r.split == s] for s in ("train", "dev")}
+    for s, recs in splits.items():
+        if not recs:
+            raise DatasetError(f"the {s} split of {cfg['dataset']} is empty")
+    return splits
+
+
+def feature_cache_path(cfg):
+    if cfg.get("features"):
+        return cfg["features"]
+    name = os.path.basename(os.path.normpath(cfg["data_dir"])) if cfg["dataset"] == "shapes" else \
+        cfg["dataset"].replace(":", "-").replace("/", "_")
+    return os.path.join("cache", f"{name}-{cfg['layer']}-{cfg['image_size']}px.h5")
+
+
+def ensure_features(cfg, records, device, log=_log):
+    """Compute the features of every record that the cache lacks."""
+    from .feature_cache import FeatureCache
+
+    path = feature_cache_path(cfg)
+    have = set()
+    if os.path.exists(path):
+        with FeatureCache(path) as cache:
+            have = set(cache.ids) | set(cache.failed)
+    todo = [r.path for r in records if r.image_id not in have]
+    if todo:
+        from .features import extract
+        from .vgg16 import VGG16
+        from .weights.fetch import ensure_weights
+
+        model = VGG16.load(ensure_weights(cfg["weights"], log=log), device=device)
+        log(f"caching {cfg['layer']} features of {len(todo)} images in {path}")
+        extract(todo, path, model, layer=cfg["layer"], image_size=cfg["image_size"],
+                progress=cfg["progress"], log=log)
+    with FeatureCache(path) as cache:
+        failed = set(cache.failed)
+        grid = [int(v) for v in cache.attrs.get("grid", [0, 0])]
+    return path, failed, grid
+
+
+# ---- one epoch of validation ----------------------------------------------------------------------
+
+def validate(model, params, cfg, vocab, records, features, device, with_meteor=False, beam=1):
+    from .metrics import score
+
+    xp_params = params
+    examples = encode_records(records, vocab, cfg["max_length"])
+    total, tokens = 0.0, 0
+    for s in range(0, len(examples), cfg["batch_size"]):
+        batch = make_batch(examples, list(range(s, min(s + cfg["batch_size"], len(examples)))), features)
+        n_tok = int(batch["mask"].sum())
+        batch = {k: (to_device(v, device) if k != "image_ids" else v) for k, v in batch.items()}
+        _, _, info = model.loss_and_grads(xp_params, batch, cfg, None, train=False)
+        total += info["cross_entropy"] * n_tok
+        tokens += n_tok
+    results = []
+    for s in range(0, len(records), 64):
+        chunk = records[s:s + 64]
+        f = to_device(features.get([r.image_id for r in chunk]), device)
+        results += decode(model, xp_params, f, cfg, vocab, beam=beam, max_length=cfg["max_length"])
+    hyps = {r.image_id: " ".join(res["words"]) for r, res in zip(records, results)}
+    refs = {r.image_id: r.captions for r in records}
+    metrics = {"val_loss": total / max(tokens, 1)}
+    metrics.update(score(refs, hyps, with_meteor=with_meteor, notice=lambda *_: None))
+    if cfg["dataset"] == "shapes":
+        from .data.shapes import shapes_scores
+        metrics.update(shapes_scores(records, results, cfg["grid"], cfg["image_size"]))
+    return metrics, hyps, results
+
+
+# ---- the run -----------------------------------------------------------------------------------------
+
+def _config_from_args(args):
+    cfg = {k: getattr(args, k) for k in DEFAULTS}
+    cfg["features"], cfg["weights"] = args.features, args.weights
+    cfg["shapes_images"] = list(cfg["shapes_images"])
+    if cfg["image_size"] is None:
+        cfg["image_size"] = 128 if cfg["dataset"] == "shapes" else 224
+    return cfg
+
+
+def _run_dir(cfg, out):
+    if out:
+        return out
+    base = os.path.join("runs", f"{cfg['dataset'].replace(':', '-').replace('/', '_')}-{cfg['model']}")
+    name, k = base, 2
+    while os.path.exists(name):
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
+def train(args, log=_log):
+    start_time = time.time()
+    device = resolve_device(args.device)
+    resume = None
+    if args.resume:
+        resume = load_checkpoint(os.path.join(args.resume, "checkpoint-last.h5"))
+        cfg = resume["config"]
+        run_dir = args.resume
+    else:
+        cfg = _config_from_args(args)
+        run_dir = _run_dir(cfg, args.out)
+    cfg["progress"] = not args.no_progress
+    model = get_model(cfg["model"])
+
+    splits = prepare_data(cfg, log)
+    vocab = Vocabulary.build([normalize(c, cfg["max_length"]) for r in splits["train"] for c in r.captions],
+                             min_count=cfg["min_count"])
+    if resume is not None:
+        saved = Vocabulary.from_json(resume["vocabulary"])
+        if saved != vocab:
+            raise CheckpointError(
+                f"the checkpoint's vocabulary ({len(saved)} words, {saved.fingerprint()[:12]}) differs from the one "
+                f"built from {cfg['dataset']} ({len(vocab)} words, {vocab.fingerprint()[:12]}): different data?")
+    cache_path, failed, grid = ensure_features(cfg, splits["train"] + splits["dev"], device, log)
+    cfg["features"], cfg["grid"] = cache_path, grid
+    for s in splits:
+        splits[s] = [r for r in splits[s] if r.image_id not in failed]
+    if cfg.get("val_images"):
+        splits["dev"] = splits["dev"][:cfg["val_images"]]
+    features = Features(cache_path, [r.image_id for s in splits.values() for r in s])
+    cfg["L"], cfg["D"] = features.region_shape
+    cfg.update(E=cfg["embed"], H=cfg["hidden"], A=cfg["attention"], V=len(vocab))
+    cfg["lambda"] = cfg["lam"]
+
+    init = model.init_params(cfg, np.random.default_rng(cfg["seed"]))
+    optimizer = Adam(lr=cfg["lr"])
+    rng = np.random.default_rng([cfg["seed"], 1])
+    progress = dict(epoch=0, batch=0, step=0, best=None, bad_epochs=0)
+    if resume is not None:
+        got = {k: v.shape for k, v in resume["params"].items()}
+        want = {k: v.shape for k, v in init.items()}
+        if got != want:
+            raise CheckpointError(f"the checkpoint's parameters do not fit {cfg['model']}: "
+                                  f"{sorted(set(got) ^ set(want)) or 'shapes differ'}")
+        init = resume["params"]
+        progress.update(resume["progress"])
+        rng.bit_generator.state = resume["rng_state"]
+    params = to_device(init, device)
+    if resume is not None and resume["optimizer"] is not None:
+        optimizer.load_state_dict(resume["optimizer"], params)
+    os.makedirs(run_dir, exist_ok=True)
+    ckpt = dict(model=cfg["model"], config={k: v for k, v in cfg.items() if k != "progress"}, vocab=vocab)
+
+    def save(name, where):
+        save_checkpoint(os.path.join(run_dir, name), params=params, optimizer=optimizer, progress=where,
+                        rng=rng, **ckpt)
+
+    examples = encode_records(splits["train"], vocab, cfg["max_length"])
+    n_batches = math.ceil(len(examples) / cfg["batch_size"])
+    log(f"{cfg['model']} on {cfg['dataset']}: {len(splits['train'])} train / {len(splits['dev'])} dev images, "
+        f"{len(examples)} captions, vocabulary {len(vocab)}, regions {cfg['L']}x{cfg['D']}, device {device}; "
+        f"run folder {run_dir}")
+    history_path = os.path.join(run_dir, "metrics.jsonl")
+    batch_losses = []
+    stopped_early = False
+    for epoch in range(progress["epoch"], cfg["epochs"]):
+        bar = None
+        if cfg["progress"]:
+            from tqdm import tqdm
+            bar = tqdm(total=n_batches, initial=progress["batch"], desc=f"epoch {epoch + 1}/{cfg['epochs']}",
+                       unit="batch", dynamic_ncols=True)
+        t0, tokens, epoch_loss, seen = time.perf_counter(), 0, 0.0, 0
+        try:
+            for b, batch in iterate_batches(examples, features, cfg["batch_size"], cfg["seed"], epoch,
+                                            cfg["bucket"], start=progress["batch"]):
+                n_tok = int(batch["mask"].sum())
+                batch = {k: (to_device(v, device) if k != "image_ids" else v) for k, v in batch.items()}
+                loss, grads, info = model.loss_and_grads(params, batch, cfg, rng, train=True)
+                if not math.isfinite(loss):
+                    raise TrainingError(
+                        f"the loss became {loss} at epoch {epoch + 1}, batch {b + 1} (step {progress['step'] + 1}); "
+                        f"checkpoint-last.h5 holds the last good state. Try a lower --lr (now {optimizer.lr:g}) "
+                        "or a smaller --clip.")
+                grads, _ = clip_grad_norm(grads, cfg["clip"])
+                optimizer.step(params, grads)
+                progress.update(batch=b + 1, step=progress["step"] + 1)
+                tokens += n_tok
+                seen += 1
+                epoch_loss += loss
+                batch_losses.append((progress["step"], loss))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
+                if cfg["checkpoint_every"] and progress["batch"] % cfg["checkpoint_every"] == 0:
+                    save("checkpoint-last.h5", dict(progress, epoch=epoch))
+        except KeyboardInterrupt:
+            save("checkpoint-last.h5", dict(progress, epoch=epoch))
+            if bar is not None:
+                bar.close()
+            log(f"interrupted: saved {run_dir}/checkpoint-last.h5 at epoch {epoch + 1}, batch {progress['batch']}; "
+                f"continue with: python -m scratchcap.train --resume {run_dir}")
+            raise
+        if bar is not None:
+            bar.close()
+        metrics, _, _ = validate(model, params, cfg, vocab, splits["dev"], features, device)
+        metrics.update(epoch=epoch + 1, train_loss=epoch_loss / max(seen, 1), lr=optimizer.lr,
+                       seconds=round(time.perf_counter() - t0, 1))
+        log(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.3f}, val loss {metrics['val_loss']:.3f}, "
+            f"BLEU-4 {metrics['Bleu_4']:.3f}, CIDEr {metrics['CIDEr']:.3f}"
+            + (f", exact {metrics['exact']:.3f}" if "exact" in metrics else ""))
+        with open(history_path, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        progress.update(epoch=epoch + 1, batch=0)
+        if progress["best"] is None or metrics["CIDEr"] > progress["best"]:
+            progress.update(best=metrics["CIDEr"], bad_epochs=0)
+            save("checkpoint-best.h5", progress)
+        else:
+            progress["bad_epochs"] += 1
+            optimizer.lr *= cfg["lr_decay"]
+            log(f"no better CIDEr for {progress['bad_epochs']} epoch(s); learning rate now {optimizer.lr:g}")
+        save("checkpoint-last.h5", progress)
+        if progress["bad_epochs"] >= cfg["patience"]:
+            stopped_early = True
+            log(f"stopping early: CIDEr has not improved for {cfg['patience']} epochs")
+            break
+
+    best = load_checkpoint(os.path.join(run_dir, "checkpoint-best.h5"))
+    final, hyps, _ = validate(model, to_device(best["params"], device), cfg, vocab, splits["dev"], features, device,
+                              with_meteor=True)
+    summary = dict(final, model=cfg["model"], dataset=cfg["dataset"], best_epoch=best["progress"]["epoch"],
+                   epochs_run=progress["epoch"], stopped_early=stopped_early,
+                   wall_seconds=round(time.time() - start_time, 1), command="python -m scratchcap.train "
+                   + " ".join(sys.argv[1:]), commit=_commit(), device=device)
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(run_dir, "captions-dev.json"), "w") as f:
+        json.dump([{"image_id": k, "caption": v} for k, v in hyps.items()], f, indent=0)
+    _plot(run_dir, history_path, batch_losses)
+    features.close()
+    return run_dir, summary
+
+
+def _plot(run_dir, history_path, batch_losses):
+    from .plots import line_plot
+
+    rows = [json.loads(line) for line in open(history_path)] if os.path.exists(history_path) else []
+    series = {}
+    if batch_losses:
+        steps, losses = zip(*batch_losses)
+        k = max(1, len(losses) // 200)
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        series["train loss (batches, this session)"] = (np.asarray(steps[k - 1:]) / max(steps) * len(rows)
+                                                        if rows else steps[k - 1:], smooth)
+    if rows:
+        series["train loss (epoch mean)"] = ([r["epoch"] for r in rows], [r["train_loss"] for r in rows])
+        series["val loss"] = ([r["epoch"] for r in rows], [r["val_loss"] for r in rows])
+    if series:
+        line_plot(os.path.join(run_dir, "loss.png"), series, "scratchcap training", "epoch", "cross-entropy")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        run_dir, summary = train(args)
+    except (DatasetError, CheckpointError, TrainingError, DeviceUnavailableError, ValueError, KeyError,
+            FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    keys = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "exact", "grounding",
+            "grounding_chance"]
+    print("validation (best checkpoint, greedy): " + ", ".join(f"{k} {summary[k]:.3f}" for k in keys if k in summary))
+    print(f"wrote {run_dir}/: checkpoint-best.h5, checkpoint-last.h5, metrics.jsonl, summary.json, loss.png, "
+          f"captions-dev.json ({summary['wall_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

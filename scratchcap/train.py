@@ -140,7 +140,7 @@ def ensure_features(cfg, records, device, log=_log):
         from .vgg16 import VGG16
         from .weights.fetch import ensure_weights
 
-        model = VGG16.load(ensure_weights(cfg["weights"], log=log), device=device)
+        model = VGG16.load(ensure_weights(cfg["weights"], log=log), device=device, widths=None)
         log(f"caching {cfg['layer']} features of {len(todo)} images in {path}")
         extract(todo, path, model, layer=cfg["layer"], image_size=cfg["image_size"],
                 progress=cfg["progress"], log=log)
@@ -373,7 +373,7 @@ def main(argv=None):
         return 130
     keys = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "exact", "grounding",
             "grounding_chance"]
-    print("validation (best checkpoint, greedy): " + ", ".join(f"{k} {summary[k]:.3f}" for k in keys if k in summary))
+    print("validation (best checkpoint, greedy): " + ", ".join(f"{k} {summary[k]:.3f}" for k in keys if summary.get(k) is not None))
     print(f"wrote {run_dir}/: checkpoint-best.h5, checkpoint-last.h5, metrics.jsonl, summary.json, loss.png, "
           f"captions-dev.json ({summary['wall_seconds']:.0f} s)")
     return 0

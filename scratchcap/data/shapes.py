@@ -257,7 +257,7 @@ def shapes_scores(records, results, grid, image_size):
                     mass.append(float(alphas[step][inside].sum()))
                     chance.append(float(inside.mean()))
     out = {"exact": float(np.mean(exact)) if exact else 0.0}
-    if mass:
-        out["grounding"] = float(np.mean(mass))
-        out["grounding_chance"] = float(np.mean(chance))
+    if any(res.get("alphas") is not None for res in results):  # None: no object word was emitted
+        out["grounding"] = float(np.mean(mass)) if mass else None
+        out["grounding_chance"] = float(np.mean(chance)) if chance else None
     return out

@@ -1,0 +1,131 @@
+"""python -m scratchcap.train on tiny configurations: outputs, resume, and bad input."""
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from scratchcap import train as train_module
+from scratchcap.checkpoint import load_checkpoint
+from scratchcap.models import gru_attention
+from scratchcap.weights import save_weights
+from vgg_fixtures import TINY_WIDTHS, random_layers
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A tiny shapes data set and tiny VGG weights, shared by the tests (features are cached once)."""
+    root = tmp_path_factory.mktemp("train")
+    weights = root / "tiny.h5"
+    save_weights(weights, random_layers(11), preprocessing="caffe", source="test", widths=TINY_WIDTHS)
+    return root, weights
+
+
+def _args(root, weights, out, *extra):
+    return ["--data-dir", str(root / "data"), "--shapes-images", "24,6,2", "--image-size", "32",
+            "--weights", str(weights), "--features", str(root / "cache.h5"), "--embed", "8", "--hidden", "12",
+            "--attention", "6", "--batch-size", "16", "--epochs", "2", "--lr", "0.01", "--no-progress",
+            "--device", "cpu", "--out", str(out), "--checkpoint-every", "1", *extra]
+
+
+def test_a_run_leaves_checkpoints_metrics_summary_and_plot(workspace, capsys):
+    root, weights = workspace
+    out = root / "run"
+    assert train_module.main(_args(root, weights, out, "--lambda", "0.5")) == 0
+    for name in ("checkpoint-best.h5", "checkpoint-last.h5", "metrics.jsonl", "summary.json", "loss.png",
+                 "captions-dev.json"):
+        assert (out / name).exists(), name
+    lines = [json.loads(x) for x in open(out / "metrics.jsonl")]
+    assert [x["epoch"] for x in lines] == [1, 2] and all("CIDEr" in x and "exact" in x for x in lines)
+    summary = json.load(open(out / "summary.json"))
+    for key in ("Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr", "exact", "grounding", "grounding_chance", "wall_seconds"):
+        assert key in summary
+    ckpt = load_checkpoint(out / "checkpoint-last.h5")
+    assert ckpt["model"] == "gru-attention" and ckpt["progress"]["epoch"] == 2
+    assert sorted(ckpt["params"]) == sorted(gru_attention.init_params(
+        dict(D=8, E=8, H=12, A=6, V=ckpt["config"]["V"]), np.random.default_rng(0)))
+    assert sorted(k.split("/", 1)[1] for k in ckpt["optimizer"] if k.startswith("m/")) == sorted(ckpt["params"])
+    assert "validation" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", ["gru-attention", "lstm-attention", "lstm-noattention"])
+def test_a_run_interrupted_mid_epoch_resumes_to_the_same_parameters(workspace, monkeypatch, model):
+    root, weights = workspace
+    straight = root / f"straight-{model}"
+    assert train_module.main(_args(root, weights, straight, "--model", model)) == 0
+
+    broken = root / f"broken-{model}"
+    real = train_module.get_model(model).loss_and_grads
+    calls = []
+
+    def crash_on_the_eleventh_batch(p, batch, cfg, rng=None, train=True):
+        if train:
+            calls.append(1)
+            if len(calls) == 11:  # epoch 2, batch 3 of 8: a crash that saves nothing
+                raise RuntimeError("simulated crash")
+        return real(p, batch, cfg, rng, train)
+
+    monkeypatch.setattr(train_module.get_model(model), "loss_and_grads", crash_on_the_eleventh_batch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_module.train(train_module.build_parser().parse_args(_args(root, weights, broken, "--model", model)))
+    monkeypatch.undo()
+    mid = load_checkpoint(broken / "checkpoint-last.h5")["progress"]
+    assert (mid["epoch"], mid["batch"]) == (1, 2)
+    assert train_module.main(["--resume", str(broken), "--no-progress", "--device", "cpu"]) == 0
+    a, b = load_checkpoint(straight / "checkpoint-last.h5"), load_checkpoint(broken / "checkpoint-last.h5")
+    for name in a["params"]:
+        np.testing.assert_array_equal(a["params"][name], b["params"][name], err_msg=name)
+    assert a["optimizer"]["step"] == b["optimizer"]["step"]
+
+
+def test_resume_refuses_a_checkpoint_with_another_vocabulary(workspace, capsys):
+    root, weights = workspace
+    out = root / "vocab"
+    assert train_module.main(_args(root, weights, out, "--epochs", "1")) == 0
+    with h5py.File(out / "checkpoint-last.h5", "a") as f:
+        words = json.loads(f.attrs["vocabulary"])
+        words["words"].append("zebra")
+        f.attrs["vocabulary"] = json.dumps(words)
+    assert train_module.main(["--resume", str(out), "--no-progress"]) == 2
+    assert "vocabulary" in capsys.readouterr().err
+
+
+def test_a_nan_loss_stops_with_a_message_saying_where(workspace, monkeypatch, capsys):
+    root, weights = workspace
+    real = gru_attention.loss_and_grads
+
+    def nan_at_batch_three(p, batch, cfg, rng=None, train=True):
+        loss, g, info = real(p, batch, cfg, rng, train)
+        nan_at_batch_three.n += train
+        return (float("nan") if nan_at_batch_three.n == 3 else loss), g, info
+
+    nan_at_batch_three.n = 0
+    monkeypatch.setattr(gru_attention, "loss_and_grads", nan_at_batch_three)
+    assert train_module.main(_args(root, weights, root / "nan")) == 2
+    err = capsys.readouterr().err
+    assert "nan at epoch 1, batch 3" in err and "checkpoint-last.h5" in err
+
+
+def test_bad_input_stops_before_any_work(tmp_path, capsys):
+    assert train_module.main(["--dataset", "flickr8k", "--data-dir", str(tmp_path / "missing"), "--no-progress"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert train_module.main(["--dataset", "flickr8k", "--no-progress"]) == 2
+    assert "--data-dir" in capsys.readouterr().err
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
+    (tmp_path / "list.csv").write_text("image,caption,split\na.jpg,a cat,train\n")
+    assert train_module.main(["--dataset", f"custom:{tmp_path / 'list.csv'}", "--no-progress"]) == 2
+    assert "dev split" in capsys.readouterr().err
+    assert train_module.main(["--resume", str(tmp_path / "norun"), "--no-progress"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        train_module.main(["--help"])
+    out = capsys.readouterr().out
+    for option in ("--dataset", "--data-dir", "--model", "--embed", "--hidden", "--attention", "--epochs",
+                   "--batch-size", "--lr", "--lambda", "--max-length", "--min-count", "--out", "--resume",
+                   "--device"):
+        assert option in out

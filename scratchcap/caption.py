@@ -1,0 +1,72 @@
+"""python -m scratchcap.caption IMAGE [IMAGE ...]: caption your own photos.
+
+Any JPEG or PNG of any size or mode. Unreadable images are reported and the
+rest are captioned. --attention-map writes, for attention models, the image
+next to one panel per word showing where the model looked.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .backend import DeviceUnavailableError, add_device_argument, resolve_device
+from .checkpoint import CheckpointError
+from .images import ImageError, load_image
+from .weights import WeightFileError
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m scratchcap.caption", description="Caption images.")
+    p.add_argument("images", nargs="+", help="JPEG or PNG files")
+    p.add_argument("--checkpoint", help="a checkpoint (default: the released Flickr8k model in weights/)")
+    p.add_argument("--beam", type=int, default=3, help="beam size (1: greedy)")
+    p.add_argument("--weights", help="VGG-16 weights (default: the checkpoint's, fetched on first use)")
+    p.add_argument("--attention-map", metavar="PNG", help="write the attention of every word here "
+                   "(with several images, one file each: NAME-1.png, NAME-2.png, ...)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_device_argument(p)
+    args = p.parse_args(argv)
+    images, names, failed = [], [], {}
+    for path in args.images:
+        try:
+            images.append(load_image(path))
+            names.append(path)
+        except ImageError as exc:
+            failed[path] = exc.reason
+            print(f"skipping {exc}", file=sys.stderr)
+    if not images:
+        print("error: no readable image", file=sys.stderr)
+        return 2
+    try:
+        from .captioner import Captioner, attention_figure
+        cap = Captioner.load(args.checkpoint, device=resolve_device(args.device), weights=args.weights,
+                             log=lambda m: print(m, file=sys.stderr))
+        results = cap.caption(images, beam=args.beam)
+    except (CheckpointError, WeightFileError, DeviceUnavailableError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for k, (name, image, res) in enumerate(zip(names, images, results), start=1):
+        res["caption"] = " ".join(res["words"])
+        if args.attention_map:
+            if res.get("alphas") is None:
+                print(f"note: {cap.cfg['model']} has no attention; no map written", file=sys.stderr)
+            else:
+                root, ext = os.path.splitext(args.attention_map)
+                out = args.attention_map if len(images) == 1 else f"{root}-{k}{ext or '.png'}"
+                attention_figure(image, res, cap.grid).save(out)
+                res["attention_map"] = out
+    if args.json:
+        print(json.dumps([{"image": n, "caption": r["caption"], "logprob": r["logprob"],
+                           **({"attention_map": r["attention_map"]} if "attention_map" in r else {})}
+                          for n, r in zip(names, results)] + [{"image": n, "error": why} for n, why in failed.items()],
+                         indent=1))
+    else:
+        for n, r in zip(names, results):
+            print(f"{n}\t{r['caption']}")
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""A trained captioner, loaded from a checkpoint: images in, captions (and attention) out.
+
+    cap = Captioner.load("runs/flickr8k-gru-attention/checkpoint-best.h5")
+    results = cap.caption([pil_image, ...], beam=3)     # [{"words", "logprob", "alphas"?}]
+    attention_figure(pil_image, results[0], cap.grid).save("map.png")
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .backend import to_device
+from .checkpoint import CheckpointError, load_checkpoint
+from .data import Vocabulary
+from .decode import decode
+from .models import get_model
+
+RELEASED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
+
+
+def released_checkpoint():
+    """The released Flickr8k model shipped in weights/, or a clear error when there is none."""
+    names = sorted(n for n in os.listdir(RELEASED_DIR) if n.startswith("flickr8k-") and n.endswith(".h5")) \
+        if os.path.isdir(RELEASED_DIR) else []
+    if not names:
+        raise CheckpointError("no released model in weights/ (weights/flickr8k-<model>.h5); pass --checkpoint "
+                              "runs/NAME/checkpoint-best.h5 from a training run")
+    return os.path.join(RELEASED_DIR, names[0])
+
+
+class Captioner:
+    def __init__(self, ckpt, device="cpu", weights=None, log=print):
+        from .vgg16 import VGG16
+        from .weights.fetch import ensure_weights
+
+        self.cfg = ckpt["config"]
+        self.model = get_model(ckpt["model"])
+        self.vocab = Vocabulary.from_json(ckpt["vocabulary"])
+        self.params = to_device({k: v.astype(np.float32) for k, v in ckpt["params"].items()}, device)
+        self.device = device
+        path = weights or self.cfg.get("weights") or os.path.join("weights", "vgg16_imagenet.h5")
+        self.vgg = VGG16.load(ensure_weights(path, log=log), device=device, widths=None)
+        self.grid = tuple(self.cfg.get("grid") or (0, 0))
+
+    @classmethod
+    def load(cls, path=None, device="cpu", weights=None, log=print):
+        return cls(load_checkpoint(path or released_checkpoint()), device, weights, log)
+
+    def features(self, images):
+        x = self.vgg.preprocess(images, size=self.cfg["image_size"])
+        act = self.vgg.forward(x, layers=(self.cfg["layer"],))[self.cfg["layer"]]
+        n, rows, cols, d = act.shape
+        self.grid = (rows, cols)
+        return act.reshape(n, rows * cols, d)
+
+    def caption(self, images, beam=3, max_length=None, batch_size=8):
+        out = []
+        for s in range(0, len(images), batch_size):
+            feats = self.features(images[s:s + batch_size])
+            out += decode(self.model, self.params, feats, self.cfg, self.vocab, beam=beam,
+                          max_length=max_length or self.cfg["max_length"])
+        return out
+
+
+def attention_figure(image, result, grid, panel=160, columns=5):
+    """The image, then one panel per word: the attention map upsampled and blended over the image."""
+    from PIL import Image, ImageDraw
+
+    rgb = image.convert("RGB").resize((panel, panel), Image.BILINEAR)
+    words = result["words"] + ["<end>"]
+    alphas = result.get("alphas")
+    if alphas is None:
+        raise ValueError("this model has no attention to draw")
+    n = 1 + len(words)
+    rows = (n + columns - 1) // columns
+    fig = Image.new("RGB", (columns * panel, rows * (panel + 18)), "white")
+    draw = ImageDraw.Draw(fig)
+    fig.paste(rgb, (0, 0))
+    draw.text((4, panel + 3), " ".join(result["words"])[:40], fill="black")
+    base = np.asarray(rgb, dtype=np.float32)
+    for k, (word, alpha) in enumerate(zip(words, alphas), start=1):
+        att = np.asarray(alpha, dtype=np.float32).reshape(grid)
+        att = att / (att.max() + 1e-8)
+        up = np.asarray(Image.fromarray((att * 255).astype(np.uint8)).resize((panel, panel), Image.BICUBIC),
+                        dtype=np.float32) / 255.0
+        blended = base * (0.25 + 0.75 * up[:, :, None]) + np.array([255, 255, 255]) * 0.0
+        x, y = (k % columns) * panel, (k // columns) * (panel + 18)
+        fig.paste(Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8)), (x, y))
+        draw.text((x + 4, y + panel + 3), word, fill="black")
+    return fig

@@ -1,0 +1,127 @@
+"""python -m scratchcap.evaluate: score checkpoints on a split, the way the captioning literature does.
+
+    python -m scratchcap.evaluate --checkpoint runs/X/checkpoint-best.h5 --dataset flickr8k \\
+        --data-dir ../shared/flickr8k --split dev --beam 3 --json scores.json --results captions.json
+    python -m scratchcap.evaluate --compare runs/A/checkpoint-best.h5 runs/B/checkpoint-best.h5 ...
+
+Features come from the checkpoint's feature cache when it holds the images (and
+matches the checkpoint's layer and image size); otherwise they are computed with
+VGG-16 on the fly. Generated captions are written in the COCO results format.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_device, to_numpy
+from .checkpoint import CheckpointError, load_checkpoint
+from .data import DatasetError, Vocabulary, load_dataset
+from .decode import decode
+from .feature_cache import CacheError, FeatureCache
+from .metrics import score
+from .models import get_model
+from .weights import WeightFileError
+
+COLUMNS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+
+
+def _features_for(ckpt, records, device, log):
+    """(N, L, D) float32 for records, from the cache when it can serve them, else from VGG-16."""
+    cfg = ckpt["config"]
+    path = cfg.get("features")
+    if path and os.path.exists(path):
+        try:
+            with FeatureCache(path) as cache:
+                same = (cache.attrs.get("layer") == cfg["layer"] and int(cache.attrs.get("image_size")) ==
+                        int(cfg["image_size"]))
+                if same and all(r.image_id in cache for r in records):
+                    return np.concatenate([cache.read([r.image_id for r in records[s:s + 256]])
+                                           for s in range(0, len(records), 256)])
+        except CacheError:
+            pass
+    log(f"computing {cfg['layer']} features of {len(records)} images with VGG-16")
+    from .captioner import Captioner
+    from .images import load_image
+
+    cap = Captioner(ckpt, device=device, log=log)
+    chunks = []
+    for s in range(0, len(records), 16):
+        images = [load_image(r.path) for r in records[s:s + 16]]
+        chunks.append(to_numpy(cap.features(images)))
+    return np.concatenate(chunks)
+
+
+def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", limit=None, log=print):
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = ckpt["config"]
+    model, vocab = get_model(ckpt["model"]), Vocabulary.from_json(ckpt["vocabulary"])
+    dataset = dataset or cfg["dataset"]
+    data_dir = data_dir or cfg.get("data_dir")
+    records = [r for r in load_dataset(dataset, data_dir, log=log) if r.split == split]
+    if limit:
+        records = records[:limit]
+    if not records:
+        raise DatasetError(f"the {split} split of {dataset} has no usable images")
+    feats = _features_for(ckpt, records, device, log)
+    params = to_device({k: v.astype(np.float32) for k, v in ckpt["params"].items()}, device)
+    results = []
+    for s in range(0, len(records), 64):
+        results += decode(model, params, to_device(feats[s:s + 64], device), cfg, vocab, beam=beam,
+                          max_length=cfg["max_length"])
+    hyps = {r.image_id: " ".join(res["words"]) for r, res in zip(records, results)}
+    scores = score({r.image_id: r.captions for r in records}, hyps)
+    if dataset == "shapes":
+        from .data.shapes import shapes_scores
+        scores.update(shapes_scores(records, results, cfg["grid"], cfg["image_size"]))
+    return scores, hyps
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m scratchcap.evaluate", description="Score checkpoints on a split.")
+    p.add_argument("--checkpoint", help="checkpoint to score (default: the released Flickr8k model)")
+    p.add_argument("--compare", nargs="+", metavar="CKPT", help="score several checkpoints side by side")
+    p.add_argument("--dataset", help="data set (default: the checkpoint's)")
+    p.add_argument("--data-dir", help="data folder (default: the checkpoint's)")
+    p.add_argument("--split", default="dev", choices=["train", "dev", "test"], help="split to score")
+    p.add_argument("--beam", type=int, default=3, help="beam size (1: greedy)")
+    p.add_argument("--limit", type=int, help="only the first N images of the split")
+    p.add_argument("--json", help="write the scores here")
+    p.add_argument("--results", help="write the captions here, COCO results format")
+    add_device_argument(p)
+    args = p.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        if args.compare:
+            paths = args.compare
+        else:
+            from .captioner import released_checkpoint
+            paths = [args.checkpoint or released_checkpoint()]
+        table, captions = {}, {}
+        for path in paths:
+            table[path], captions[path] = evaluate(path, args.dataset, args.data_dir, args.split, args.beam, device,
+                                                   args.limit, log=lambda m: print(m, file=sys.stderr))
+    except (CheckpointError, DatasetError, WeightFileError, DeviceUnavailableError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    extra = sorted({k for s in table.values() for k in s} - set(COLUMNS))
+    cols = [c for c in COLUMNS if any(c in s for s in table.values())] + extra
+    width = max(len(p) for p in table) + 2
+    print(f"{'checkpoint':<{width}}" + "".join(f"{c:>10}" for c in cols))
+    for path, s in table.items():
+        print(f"{path:<{width}}" + "".join(f"{s[c]:>10.4f}" if s.get(c) is not None else f"{'-':>10}" for c in cols))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(table if len(table) > 1 else next(iter(table.values())), f, indent=1)
+    if args.results:
+        items = captions[paths[0]]
+        with open(args.results, "w") as f:
+            json.dump([{"image_id": k, "caption": v} for k, v in items.items()], f, indent=0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Greedy and beam decoding, attention maps, and the caption and evaluate commands, on tiny models."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scratchcap import caption as caption_cli
+from scratchcap import evaluate as evaluate_cli
+from scratchcap.checkpoint import save_checkpoint
+from scratchcap.captioner import Captioner, attention_figure
+from scratchcap.data import Vocabulary
+from scratchcap.data.shapes import generate_shapes
+from scratchcap.decode import beam_search, greedy
+from scratchcap.models import MODELS
+from scratchcap.weights import save_weights
+from vgg_fixtures import TINY_WIDTHS, random_layers
+
+VOCAB = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + [f"w{i}" for i in range(9)])
+
+
+def _params(name, seed=1, D=6, scale=3.0):
+    cfg = dict(D=D, E=4, H=5, A=3, V=len(VOCAB), dropout=0.0, max_length=8)
+    p = MODELS[name].init_params(cfg, np.random.default_rng(seed), "float64")
+    return {k: v * scale for k, v in p.items()}, cfg
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_beam_of_one_is_exactly_greedy(name):
+    p, cfg = _params(name)
+    feats = np.random.default_rng(0).standard_normal((5, 4, 6))
+    g = greedy(MODELS[name], p, feats, cfg, VOCAB, 8)
+    b = beam_search(MODELS[name], p, feats, cfg, VOCAB, beam=1, max_length=8)
+    assert [x["words"] for x in g] == [x["words"] for x in b]
+    np.testing.assert_allclose([x["logprob"] for x in g], [x["logprob"] for x in b], rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gru-attention", "lstm-attention"])
+def test_beam_search_returns_attention_per_word_and_stops(name):
+    p, cfg = _params(name)
+    feats = np.random.default_rng(2).standard_normal((3, 4, 6))
+    for res in beam_search(MODELS[name], p, feats, cfg, VOCAB, beam=3, max_length=5, length_norm=True):
+        assert len(res["words"]) <= 5
+        assert res["alphas"].shape[1] == 4 and len(res["alphas"]) in (len(res["words"]), len(res["words"]) + 1)
+        np.testing.assert_allclose(res["alphas"].sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_beam_search_finds_the_best_sequence_of_a_known_model():
+    """A fixed next-word table where greedy is led astray and beam 2 is not."""
+
+    class Table:
+        @staticmethod
+        def decode_start(p, features, cfg):
+            return None, np.zeros(len(features), dtype=np.int64)
+
+        @staticmethod
+        def decode_step(p, enc, state, words):
+            V = len(VOCAB)
+            logp = np.full((len(words), V), -20.0)
+            for n, (s, w) in enumerate(zip(state, words)):
+                if s == 0:  # first word: w0 (0.6) or w1 (0.4)
+                    logp[n, 4], logp[n, 5] = np.log(0.6), np.log(0.4)
+                elif w == 4:  # after w0 nothing is likely
+                    logp[n, 6:9] = np.log(1 / 3)
+                else:  # after w1, <end> is sure
+                    logp[n, VOCAB.end] = 0.0
+            return logp, state + 1, None
+
+    feats = np.zeros((1, 1, 1))
+    assert greedy(Table, None, feats, {}, VOCAB, 3)[0]["words"][0] == "w0"
+    assert beam_search(Table, None, feats, {}, VOCAB, beam=2, max_length=3)[0]["words"] == ["w1"]
+
+
+def test_attention_figure_has_a_panel_per_word():
+    image = Image.new("RGB", (50, 40), (200, 10, 10))
+    res = {"words": ["a", "red", "thing"], "alphas": np.random.default_rng(0).dirichlet(np.ones(4), size=4)}
+    fig = attention_figure(image, res, (2, 2), panel=60, columns=3)
+    assert fig.size == (180, 2 * 78)
+    with pytest.raises(ValueError, match="no attention"):
+        attention_figure(image, {"words": ["a"]}, (2, 2))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cap")
+    weights = root / "tiny.h5"
+    save_weights(weights, random_layers(2), preprocessing="caffe", source="test", widths=TINY_WIDTHS)
+    paths = {}
+    for name in ("gru-attention", "lstm-noattention"):
+        p, cfg = _params(name, D=8, scale=1.0)
+        cfg.update(image_size=32, layer="block5_conv3", weights=str(weights), grid=[2, 2], dataset="shapes",
+                   max_length=6)
+        paths[name] = save_checkpoint(root / f"{name}.h5", model=name, params=p, config=cfg, vocab=VOCAB)
+    data = generate_shapes(str(root / "shapes"), n_train=2, n_dev=3, n_test=0, size=32, progress=False)
+    return root, paths, data
+
+
+def test_caption_command(tiny_checkpoint, capsys):
+    root, paths, _ = tiny_checkpoint
+    Image.new("RGBA", (300, 120), (0, 0, 255, 128)).save(root / "rgba.png")
+    Image.new("L", (64, 90), 100).save(root / "gray.jpg")
+    (root / "broken.jpg").write_bytes(b"not an image")
+    images = [str(root / "rgba.png"), str(root / "broken.jpg"), str(root / "gray.jpg")]
+    code = caption_cli.main(images + ["--checkpoint", str(paths["gru-attention"]), "--device", "cpu", "--json",
+                                      "--attention-map", str(root / "map.png")])
+    assert code == 1  # one image could not be read
+    out = json.loads(capsys.readouterr().out)
+    assert [o["image"] for o in out] == [images[0], images[2], images[1]]
+    assert "error" in out[2] and isinstance(out[0]["caption"], str)
+    assert Image.open(root / "map-1.png").size[0] > 0 and (root / "map-2.png").exists()
+    assert caption_cli.main([images[2], "--checkpoint", str(paths["lstm-noattention"]), "--beam", "1"]) == 0
+    assert capsys.readouterr().out.startswith(images[2])
+    assert caption_cli.main([images[1]]) == 2
+
+
+def test_evaluate_command(tiny_checkpoint, tmp_path, capsys):
+    root, paths, data = tiny_checkpoint
+    a, b = str(paths["gru-attention"]), str(paths["lstm-noattention"])
+    code = evaluate_cli.main(["--checkpoint", a, "--dataset", "shapes", "--data-dir", data, "--beam", "2",
+                              "--json", str(tmp_path / "s.json"), "--results", str(tmp_path / "r.json")])
+    assert code == 0
+    scores = json.load(open(tmp_path / "s.json"))
+    assert {"Bleu_4", "ROUGE_L", "CIDEr", "exact"} <= set(scores)
+    results = json.load(open(tmp_path / "r.json"))
+    assert len(results) == 3 and set(results[0]) == {"image_id", "caption"}
+    assert evaluate_cli.main(["--compare", a, b, "--dataset", "shapes", "--data-dir", data, "--beam", "1"]) == 0
+    table = capsys.readouterr().out
+    assert a in table and b in table and "CIDEr" in table
+    assert evaluate_cli.main(["--checkpoint", str(tmp_path / "none.h5"), "--dataset", "shapes",
+                              "--data-dir", data]) == 2

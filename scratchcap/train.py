@@ -33,7 +33,7 @@ from .optim import Adam, clip_grad_norm
 
 DEFAULTS = dict(dataset="shapes", data_dir=None, model="gru-attention", embed=128, hidden=256, attention=128,
                 epochs=15, batch_size=64, lr=4e-4, lam=0.0, dropout=0.3, max_length=20, min_count=5,
-                seed=0, image_size=None, layer="block5_conv3", clip=5.0, lr_decay=0.5, patience=4,
+                seed=0, image_size=None, layer="block5_conv3", clip=5.0, lr_decay=0.5, decay_patience=2, patience=5,
                 checkpoint_every=100, bucket=False, val_images=None, shapes_images=(2000, 200, 200))
 
 
@@ -67,6 +67,8 @@ def build_parser():
     p.add_argument("--layer", default=d["layer"], help="VGG-16 layer whose grid is attended")
     p.add_argument("--clip", type=float, default=d["clip"], help="global gradient-norm clip (0: off)")
     p.add_argument("--lr-decay", type=float, default=d["lr_decay"], help="learning-rate factor on a CIDEr plateau")
+    p.add_argument("--decay-patience", type=int, default=d["decay_patience"],
+                   help="epochs without a better CIDEr before the learning rate decays")
     p.add_argument("--patience", type=int, default=d["patience"], help="epochs without a better CIDEr before stopping")
     p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
                    help="also save checkpoint-last.h5 every N batches")
@@ -319,8 +321,9 @@ def train(args, log=_log):
             save("checkpoint-best.h5", progress)
         else:
             progress["bad_epochs"] += 1
-            optimizer.lr *= cfg["lr_decay"]
-            log(f"no better CIDEr for {progress['bad_epochs']} epoch(s); learning rate now {optimizer.lr:g}")
+            if progress["bad_epochs"] % cfg.get("decay_patience", 1) == 0:
+                optimizer.lr *= cfg["lr_decay"]
+            log(f"no better CIDEr for {progress['bad_epochs']} epoch(s); learning rate {optimizer.lr:g}")
         save("checkpoint-last.h5", progress)
         if progress["bad_epochs"] >= cfg["patience"]:
             stopped_early = True

@@ -47,3 +47,27 @@ def attention_penalty_forward(alphas, mask, lam):
     penalty = float(lam * (gap * gap).sum() / N)
     dalphas = (-2 * lam / N) * gap[:, None, :] * w
     return penalty, xp.asarray(dalphas, dtype=alphas.dtype)
+
+
+def initial_state_forward(p, features):
+    """h0, c0 = tanh(mean_L(features) @ W + b) for the two init MLPs ("init/wh", "init/wc"). Returns ((h0, c0), cache)."""
+    from .. import ops
+
+    mean = features.mean(axis=1)
+    hp, c1 = ops.linear_forward(mean, p["init/wh"], p["init/bh"])
+    h0, c2 = ops.tanh_forward(hp)
+    cp, c3 = ops.linear_forward(mean, p["init/wc"], p["init/bc"])
+    c0, c4 = ops.tanh_forward(cp)
+    return (h0, c0), (c1, c2, c3, c4)
+
+
+def initial_state_backward(dh0, dc0, cache, grads):
+    """Adds the init MLPs' gradients to ``grads`` (features are inputs: their gradient is not needed)."""
+    from .. import ops
+
+    c1, c2, c3, c4 = cache
+    (dcp,) = ops.tanh_backward(dc0, c4)
+    _, grads["init/wc"], grads["init/bc"] = ops.linear_backward(dcp, c3)
+    (dhp,) = ops.tanh_backward(dh0, c2)
+    _, grads["init/wh"], grads["init/bh"] = ops.linear_backward(dhp, c1)
+    return grads

@@ -17,7 +17,8 @@ from __future__ import annotations
 from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax
-from .common import attention_penalty_forward, gate_orthogonal, glorot, uniform, zeros
+from .common import (attention_penalty_forward, gate_orthogonal, glorot, initial_state_backward,
+                     initial_state_forward, uniform, zeros)
 
 NAME = "lstm-attention"
 
@@ -43,13 +44,9 @@ def init_params(cfg, rng, dtype="float32"):
 
 def encode(p, features):
     """(features, projected, (h0, c0)), cache."""
-    mean = features.mean(axis=1)
-    hp, c1 = ops.linear_forward(mean, p["init/wh"], p["init/bh"])
-    h0, c2 = ops.tanh_forward(hp)
-    cp, c3 = ops.linear_forward(mean, p["init/wc"], p["init/bc"])
-    c0, c4 = ops.tanh_forward(cp)
-    projected, c5 = ops.linear_forward(features, p["attention/w1"], p["attention/b1"])
-    return (features, projected), (h0, c0), (c1, c2, c3, c4, c5)
+    state, init_cache = initial_state_forward(p, features)
+    projected, proj_cache = ops.linear_forward(features, p["attention/w1"], p["attention/b1"])
+    return (features, projected), state, (init_cache, proj_cache)
 
 
 def step(p, enc, state, emb_t):
@@ -69,7 +66,7 @@ def step(p, enc, state, emb_t):
 
 def output(p, emb, hs, zs, rng, dropout, train):
     a, c1 = ops.linear_forward(hs, p["output/wh"], p["output/bh"])
-    zz, c2 = ops.linear_forward(zs, p["output/wz"], p["output/bh"] * 0)
+    zz, c2 = ops.linear_forward(zs, p["output/wz"], get_array_module(zs).zeros_like(p["output/bh"]))
     t, c3 = ops.tanh_forward(emb + a + zz)
     d, c4 = ops.dropout_forward(t, dropout, rng, train=train)
     logits, c5 = ops.linear_forward(d, p["output/wo"], p["output/bo"])
@@ -143,11 +140,8 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
         g["attention/b2"] += db2
         g["attention/v"] += dv
     (g["embedding/w"],) = ops.embedding_backward(demb, emb_cache)
-    c1, c2, c3, c4, c5 = enc_cache
-    _, g["attention/w1"], g["attention/b1"] = ops.linear_backward(dprojected, c5)
-    (dcp,) = ops.tanh_backward(dc, c4)
-    _, g["init/wc"], g["init/bc"] = ops.linear_backward(dcp, c3)
-    (dhp,) = ops.tanh_backward(dh, c2)
-    _, g["init/wh"], g["init/bh"] = ops.linear_backward(dhp, c1)
+    init_cache, proj_cache = enc_cache
+    _, g["attention/w1"], g["attention/b1"] = ops.linear_backward(dprojected, proj_cache)
+    initial_state_backward(dh, dc, init_cache, g)
     loss = float(ce) + penalty
     return loss, g, {"cross_entropy": float(ce), "penalty": penalty, "alphas": alphas}

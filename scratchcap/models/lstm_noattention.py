@@ -9,7 +9,7 @@ from __future__ import annotations
 from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax
-from .common import gate_orthogonal, glorot, uniform, zeros
+from .common import gate_orthogonal, glorot, initial_state_backward, initial_state_forward, uniform, zeros
 
 NAME = "lstm-noattention"
 
@@ -27,17 +27,8 @@ def init_params(cfg, rng, dtype="float32"):
     }
 
 
-def encode(p, features):
-    mean = features.mean(axis=1)
-    hp, c1 = ops.linear_forward(mean, p["init/wh"], p["init/bh"])
-    h0, c2 = ops.tanh_forward(hp)
-    cp, c3 = ops.linear_forward(mean, p["init/wc"], p["init/bc"])
-    c0, c4 = ops.tanh_forward(cp)
-    return (h0, c0), (c1, c2, c3, c4)
-
-
 def decode_start(p, features, cfg):
-    state, _ = encode(p, features)
+    state, _ = initial_state_forward(p, features)
     return None, state
 
 
@@ -51,7 +42,7 @@ def decode_step(p, enc, state, words):
 def loss_and_grads(p, batch, cfg, rng=None, train=True):
     features, captions, mask = batch["features"], batch["captions"], batch["mask"]
     words, targets = captions[:, :-1], captions[:, 1:]
-    (h0, c0), enc_cache = encode(p, features)
+    (h0, c0), enc_cache = initial_state_forward(p, features)
     emb, emb_cache = ops.embedding_forward(words, p["embedding/w"])
     hs, lc = ops.lstm_forward(emb, h0, c0, p["lstm/wx"], p["lstm/wh"], p["lstm/b"])
     d, dc_ = ops.dropout_forward(hs, cfg["dropout"], rng, train=train)
@@ -63,11 +54,7 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
     (dhs,) = ops.dropout_backward(dd, dc_)
     demb, dh0, dc0, g["lstm/wx"], g["lstm/wh"], g["lstm/b"] = ops.lstm_backward(dhs, lc)
     (g["embedding/w"],) = ops.embedding_backward(demb, emb_cache)
-    c1, c2, c3, c4 = enc_cache
-    (dcp,) = ops.tanh_backward(dc0, c4)
-    _, g["init/wc"], g["init/bc"] = ops.linear_backward(dcp, c3)
-    (dhp,) = ops.tanh_backward(dh0, c2)
-    _, g["init/wh"], g["init/bh"] = ops.linear_backward(dhp, c1)
+    initial_state_backward(dh0, dc0, enc_cache, g)
     xp = get_array_module(features)
     return float(ce), g, {"cross_entropy": float(ce), "penalty": 0.0,
                           "alphas": xp.zeros((0,), dtype=features.dtype)}

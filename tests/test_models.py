@@ -1,0 +1,63 @@
+"""The three decoders: whole-model gradient checks (float64), dtype, and the loss at initialisation."""
+import numpy as np
+import pytest
+
+from scratchcap.gradcheck import check_loss
+from scratchcap.models import MODELS, get_model
+
+
+def _batch(rng, N, T, L, D, V, dtype="float64"):
+    caps = np.zeros((N, T + 1), dtype=np.int64)
+    caps[:, 0] = 1
+    for n in range(N):
+        k = int(rng.integers(1, T + 1))
+        caps[n, 1:k] = rng.integers(3, V, size=k - 1)
+        caps[n, k] = 2
+    return dict(features=rng.standard_normal((N, L, D)).astype(dtype), captions=caps, mask=caps[:, 1:] != 0)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("N,T,L,lam", [(3, 4, 5, 0.0), (2, 3, 4, 0.8), (1, 1, 1, 0.0), (1, 3, 1, 0.5)])
+def test_model_gradients(name, N, T, L, lam):
+    rng = np.random.default_rng(N * 100 + T * 10 + L)
+    cfg = dict(D=6, E=4, H=5, A=3, V=9, dropout=0.3, **{"lambda": lam})
+    params = MODELS[name].init_params(cfg, np.random.default_rng(1), "float64")
+    batch = _batch(rng, N, T, L, 6, 9)
+    names = sorted(params)
+    if L == 1:  # one region: the attention scores cannot change alpha, so their gradient is exactly zero
+        _, g, _ = MODELS[name].loss_and_grads(params, batch, cfg, np.random.default_rng(5))
+        scoring = [k for k in names if k in ("attention/b1", "attention/b2", "attention/v", "attention/w1",
+                                             "attention/w2")]
+        assert all(not g[k].any() for k in scoring)
+        names = [k for k in names if k not in scoring]
+    errors = check_loss(lambda p: MODELS[name].loss_and_grads(p, batch, cfg, np.random.default_rng(5))[:2],
+                        params, names=names)
+    assert max(errors.values()) < 1e-6, errors
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_float32_training_step_stays_float32(name):
+    cfg = dict(D=6, E=4, H=5, A=3, V=9, dropout=0.3)
+    params = MODELS[name].init_params(cfg, np.random.default_rng(1))
+    loss, grads, info = MODELS[name].loss_and_grads(params, _batch(np.random.default_rng(0), 2, 3, 4, 6, 9, "float32"),
+                                                    cfg, np.random.default_rng(0))
+    assert all(p.dtype == np.float32 for p in params.values())
+    assert all(grads[k].dtype == np.float32 and grads[k].shape == params[k].shape for k in params)
+    assert np.isfinite(loss)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_initial_loss_is_close_to_log_v(name):
+    V = 60
+    cfg = dict(D=16, E=16, H=16, A=8, V=V, dropout=0.0)
+    params = MODELS[name].init_params(cfg, np.random.default_rng(1))
+    for k in params:  # small weights: near-uniform predictions
+        params[k] *= 0.01
+    loss, _, info = MODELS[name].loss_and_grads(params, _batch(np.random.default_rng(0), 16, 8, 5, 16, V, "float32"),
+                                                cfg, None, train=False)
+    assert abs(info["cross_entropy"] - np.log(V)) < 0.02 * np.log(V)
+
+
+def test_unknown_model_is_named():
+    with pytest.raises(ValueError, match="unknown model 'transformer'"):
+        get_model("transformer")

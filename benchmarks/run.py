@@ -5,8 +5,10 @@ its own process with the same pinned thread count, the libraries alternating
 round by round; the report gives medians and ratios. PyTorch is optional: its
 columns stay empty when it is not installed.
 
-Cases now: the machine's float32 GEMM peak (2048^3 matmul) and VGG-16 to
-block5_conv3 at 224x224, batch 1 and 16, in images/s and GFLOP/s. Because some
+Cases now: the machine's float32 GEMM peak (2048^3 matmul); VGG-16 to
+block5_conv3 at 224x224, batch 1 and 16, in images/s and GFLOP/s; and one
+gru-attention training step, forward and backward (batch 64, 20 steps, L = 196,
+D = E = H = A = 512, V = 5000), in ms. Because some
 machines set OPENBLAS_CORETYPE (which can select a slower OpenBLAS kernel),
 NumPy's cases run with the environment as it is and with that variable
 changed: unset where it is set, and set to Haswell where it is not.
@@ -69,6 +71,7 @@ def main(argv=None):
     variants = coretype_variants()
 
     cases = [("gemm", {"size": 2048}, 1)] + [("vgg16", {"batch": b}, b) for b in ([1] if args.quick else [1, 16])]
+    cases.append(("decoder", {}, 0))
     results, blas = [], {}
     for case, kw, images in cases:
         times = {}
@@ -83,11 +86,12 @@ def main(argv=None):
         for key, ts in times.items():
             med = statistics.median(ts)
             results.append(dict(case=case, params=kw, library=key, median_s=med, runs=len(ts),
-                                gflops=flops / med / 1e9, images_per_s=images / med if case == "vgg16" else None))
+                                gflops=flops / med / 1e9 if flops else None,
+                                images_per_s=images / med if case == "vgg16" else None))
 
     peak = max(r["gflops"] for r in results if r["case"] == "gemm")  # the machine's measured sgemm peak
     for r in results:
-        r["fraction_of_gemm_peak"] = r["gflops"] / peak
+        r["fraction_of_gemm_peak"] = r["gflops"] / peak if r["gflops"] else None
     torch_speed = {(r["case"], json.dumps(r["params"])): r["median_s"] for r in results if r["library"] == "torch"}
     for r in results:
         ref = torch_speed.get((r["case"], json.dumps(r["params"])))
@@ -105,7 +109,7 @@ def main(argv=None):
     print(f"{'case':<18}{'library':<38}{'median ms':>10}{'GFLOP/s':>9}{'% peak':>8}{'img/s':>8}{'vs torch':>9}")
     for r in results:
         name = r["case"] + (f" b{r['params']['batch']}" if "batch" in r["params"] else "")
-        print(f"{name:<18}{r['library']:<38}{r['median_s'] * 1e3:>10.1f}{r['gflops']:>9.1f}"
+        print(f"{name:<18}{r['library']:<38}{r['median_s'] * 1e3:>10.1f}{_num(r['gflops']):>9}"
               f"{_pct(r['fraction_of_gemm_peak']):>8}{_num(r['images_per_s']):>8}{_num(r['speed_vs_torch_cpu']):>9}")
     if args.json:
         with open(args.json, "w") as f:

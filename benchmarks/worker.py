@@ -54,8 +54,34 @@ def time_calls(fn, repeats, warmup=1):
     return times
 
 
+DECODER = dict(N=64, T=20, L=196, D=512, E=512, H=512, A=512, V=5000)
+
+
+def decoder_batch(np):
+    s = DECODER
+    rng = np.random.default_rng(0)
+    caps = rng.integers(3, s["V"], size=(s["N"], s["T"] + 1))
+    caps[:, 0] = 1
+    lengths = rng.integers(8, s["T"] + 1, size=s["N"])
+    for n, k in enumerate(lengths):
+        caps[n, k] = 2
+        caps[n, k + 1:] = 0
+    feats = rng.standard_normal((s["N"], s["L"], s["D"])).astype(np.float32)
+    return feats, caps
+
+
 def numpy_case(args):
     import numpy as np
+
+    if args.case == "decoder":
+        from scratchcap.models import gru_attention
+        s = DECODER
+        cfg = dict(D=s["D"], E=s["E"], H=s["H"], A=s["A"], V=s["V"], dropout=0.3)
+        p = gru_attention.init_params(cfg, np.random.default_rng(0))
+        feats, caps = decoder_batch(np)
+        batch = dict(features=feats, captions=caps, mask=caps[:, 1:] != 0)
+        rng = np.random.default_rng(1)
+        return time_calls(lambda: gru_attention.loss_and_grads(p, batch, cfg, rng), args.repeats), 0
 
     if args.case == "gemm":
         a = np.random.default_rng(0).standard_normal((args.size, args.size)).astype(np.float32)
@@ -70,11 +96,51 @@ def numpy_case(args):
     return time_calls(lambda: model.forward(x), args.repeats), vgg_flops() * args.batch
 
 
+def torch_decoder(args):
+    """The same gru-attention training step (forward and backward) in PyTorch, GRUCell for the recurrence."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    s = DECODER
+    feats, caps = (torch.from_numpy(a) for a in decoder_batch(np))
+    g = torch.Generator().manual_seed(0)
+
+    def w(*shape):
+        return (torch.randn(*shape, generator=g) * 0.05).requires_grad_()
+
+    We, be, W1, b1, W2, b2, v = w(s["D"], s["E"]), w(s["E"]), w(s["E"], s["A"]), w(s["A"]), w(s["H"], s["A"]), w(s["A"]), w(s["A"])
+    emb, Wf1, bf1, Wf2, bf2 = w(s["V"], s["E"]), w(s["H"], s["H"]), w(s["H"]), w(s["H"], s["V"]), w(s["V"])
+    cell = torch.nn.GRUCell(2 * s["E"], s["H"])
+    words, targets = caps[:, :-1], caps[:, 1:]
+    mask = targets != 0
+
+    def step():
+        f = F.dropout(torch.relu(feats @ We + be), 0.3)
+        proj = f @ W1 + b1
+        e_all = emb[words]
+        h = torch.zeros(s["N"], s["H"])
+        hs = []
+        for t in range(s["T"]):
+            alpha = torch.softmax(torch.tanh(proj + (h @ W2 + b2)[:, None, :]) @ v, dim=1)
+            ctx = torch.bmm(alpha[:, None, :], f)[:, 0]
+            h = cell(torch.cat([ctx, e_all[:, t]], dim=1), h)
+            hs.append(h)
+        logits = (torch.stack(hs, 1) @ Wf1 + bf1) @ Wf2 + bf2
+        loss = F.cross_entropy(logits[mask], targets[mask])
+        loss.backward()
+        return loss
+
+    return time_calls(step, args.repeats), 0
+
+
 def torch_case(args):
     import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.case == "decoder":
+        return torch_decoder(args)
     if args.case == "gemm":
         a = torch.from_numpy(np.random.default_rng(0).standard_normal((args.size, args.size)).astype(np.float32))
         b = a.T.contiguous()
@@ -111,7 +177,7 @@ def blas_info():
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--lib", choices=["numpy", "torch"], required=True)
-    p.add_argument("--case", choices=["gemm", "vgg16"], required=True)
+    p.add_argument("--case", choices=["gemm", "vgg16", "decoder"], required=True)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--repeats", type=int, default=3)

@@ -8,8 +8,22 @@ from .atomic import atomic_path
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
 
 
-def line_plot(path, series: dict, title: str, xlabel: str, ylabel: str, size=(720, 420)):
-    """series: {label: (x values, y values)}. Writes a PNG atomically."""
+def save_png(path, *panels):
+    """Stack PIL images vertically and write them as one PNG, atomically."""
+    from PIL import Image
+
+    fig = Image.new("RGB", (max(p.width for p in panels), sum(p.height for p in panels)), "white")
+    y = 0
+    for p in panels:
+        fig.paste(p, (0, y))
+        y += p.height
+    with atomic_path(path) as tmp:
+        fig.save(tmp, format="PNG")
+    return path
+
+
+def line_plot(series: dict, title: str, xlabel: str, ylabel: str, size=(720, 380)):
+    """series: {label: (x values, y values)}. Returns a PIL image."""
     from PIL import Image, ImageDraw
 
     W, H = size
@@ -49,7 +63,5 @@ def line_plot(path, series: dict, title: str, xlabel: str, ylabel: str, size=(72
             d.line(pts, fill=colour, width=2)
         for p in pts if len(pts) < 60 else []:
             d.ellipse((p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3), fill=colour)
-        d.text((W - right - 150, top + 8 + 14 * i), label, fill=colour)
-    with atomic_path(path) as tmp:
-        im.save(tmp, format="PNG")
-    return path
+        d.text((W - right - 230, top + 8 + 14 * i), label, fill=colour)
+    return im

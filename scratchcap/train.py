@@ -347,21 +347,25 @@ def train(args, log=_log):
 
 
 def _plot(run_dir, history_path, batch_losses):
-    from .plots import line_plot
+    """loss.png: training and validation loss, and validation BLEU-4, by epoch (the paper's Fig. 7)."""
+    from .plots import line_plot, save_png
 
     rows = [json.loads(line) for line in open(history_path)] if os.path.exists(history_path) else []
-    series = {}
-    if batch_losses:
-        steps, losses = zip(*batch_losses)
-        k = max(1, len(losses) // 200)
-        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
-        series["train loss (batches, this session)"] = (np.asarray(steps[k - 1:]) / max(steps) * len(rows)
-                                                        if rows else steps[k - 1:], smooth)
-    if rows:
-        series["train loss (epoch mean)"] = ([r["epoch"] for r in rows], [r["train_loss"] for r in rows])
-        series["val loss"] = ([r["epoch"] for r in rows], [r["val_loss"] for r in rows])
-    if series:
-        line_plot(os.path.join(run_dir, "loss.png"), series, "scratchcap training", "epoch", "cross-entropy")
+    if not rows:
+        return
+    epochs = [r["epoch"] for r in rows]
+    losses = {"train loss (epoch mean)": (epochs, [r["train_loss"] for r in rows]),
+              "validation loss": (epochs, [r["val_loss"] for r in rows])}
+    if batch_losses:  # this session's batches, placed on the epoch axis
+        steps, values = np.asarray(batch_losses, dtype=float).T
+        k = max(1, len(values) // 200)
+        smooth = np.convolve(values, np.ones(k) / k, mode="valid")
+        per_epoch = max(steps) / max(epochs)
+        losses["train loss (batches, smoothed)"] = (steps[k - 1:] / per_epoch, smooth)
+    bleu = {"validation BLEU-4 (greedy)": (epochs, [r["Bleu_4"] for r in rows])}
+    save_png(os.path.join(run_dir, "loss.png"),
+             line_plot(losses, "loss", "epoch", "cross-entropy"),
+             line_plot(bleu, "validation BLEU-4", "epoch", "BLEU-4"))
 
 
 def main(argv=None):

@@ -235,12 +235,13 @@ def region_boxes_mask(box, grid, image_size):
 def shapes_scores(records, results, grid, image_size):
     """exact: the caption names exactly the image's (colour, shape) pairs.
 
-    grounding: for each colour or shape word of a named object, the attention
-    mass inside that object's box (at the step that emitted the word);
-    grounding_chance: the fraction of regions inside the box, what uniform
-    attention would score.
+    grounding: the fraction of colour and shape words (of objects the image
+    really holds) whose attention peak, at the step that emitted the word, lies
+    in a grid cell whose centre is inside that object's box.
+    grounding_chance: the same fraction for a random cell, i.e. the share of
+    cells inside the box, averaged over the same words.
     """
-    exact, mass, chance = [], [], []
+    exact, hits, chance = [], [], []
     for rec, res in zip(records, results):
         truth = {(o["colour"], o["shape"]): o for o in rec.objects}
         exact.append(colour_shape_pairs(res["words"]) == set(truth))
@@ -253,11 +254,11 @@ def shapes_scores(records, results, grid, image_size):
                 inside = region_boxes_mask(truth[(words[k - 1], w)]["box"], grid, image_size)
                 if not inside.any():
                     continue
-                for step in (k - 1, k):
-                    mass.append(float(alphas[step][inside].sum()))
+                for step in (k - 1, k):  # the colour word and the shape word
+                    hits.append(bool(inside[int(np.argmax(alphas[step]))]))
                     chance.append(float(inside.mean()))
     out = {"exact": float(np.mean(exact)) if exact else 0.0}
     if any(res.get("alphas") is not None for res in results):  # None: no object word was emitted
-        out["grounding"] = float(np.mean(mass)) if mass else None
+        out["grounding"] = float(np.mean(hits)) if hits else None
         out["grounding_chance"] = float(np.mean(chance)) if chance else None
     return out

@@ -110,9 +110,11 @@ def main(argv=None):
     extra = sorted({k for s in table.values() for k in s} - set(COLUMNS))
     cols = [c for c in COLUMNS if any(c in s for s in table.values())] + extra
     width = max(len(p) for p in table) + 2
-    print(f"{'checkpoint':<{width}}" + "".join(f"{c:>10}" for c in cols))
+    w = {c: max(9, len(c)) + 1 for c in cols}
+    print(f"{'checkpoint':<{width}}" + "".join(f"{c:>{w[c]}}" for c in cols))
     for path, s in table.items():
-        print(f"{path:<{width}}" + "".join(f"{s[c]:>10.4f}" if s.get(c) is not None else f"{'-':>10}" for c in cols))
+        print(f"{path:<{width}}" + "".join(f"{s[c]:>{w[c]}.4f}" if s.get(c) is not None else f"{'-':>{w[c]}}"
+                                           for c in cols))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(table if len(table) > 1 else next(iter(table.values())), f, indent=1)

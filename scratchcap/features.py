@@ -166,6 +166,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_argument(parser)
     args = parser.parse_args(argv)
+    from .memory import keep_freed_memory
+    keep_freed_memory()
 
     paths = []
     for item in args.images:

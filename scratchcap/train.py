@@ -373,6 +373,8 @@ def _plot(run_dir, history_path, batch_losses):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from .memory import keep_freed_memory
+    keep_freed_memory()
     try:
         run_dir, summary = train(args)
     except (DatasetError, CheckpointError, TrainingError, DeviceUnavailableError, ValueError, KeyError,

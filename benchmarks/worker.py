@@ -73,6 +73,9 @@ def decoder_batch(np):
 def numpy_case(args):
     import numpy as np
 
+    from scratchcap.memory import keep_freed_memory
+    keep_freed_memory()  # as the scratchcap commands do
+
     if args.case == "decoder":
         from scratchcap.models import gru_attention
         s = DECODER

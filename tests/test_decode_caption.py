@@ -128,3 +128,18 @@ def test_evaluate_command(tiny_checkpoint, tmp_path, capsys):
     assert a in table and b in table and "CIDEr" in table
     assert evaluate_cli.main(["--checkpoint", str(tmp_path / "none.h5"), "--dataset", "shapes",
                               "--data-dir", data]) == 2
+
+
+def test_release_keeps_what_captioning_needs_in_float16(tiny_checkpoint, tmp_path):
+    from scratchcap.checkpoint import load_checkpoint
+    from scratchcap.release import main as release_main
+
+    root, paths, _ = tiny_checkpoint
+    out = tmp_path / "flickr8k-gru-attention.h5"
+    assert release_main([str(paths["gru-attention"]), "--out", str(out)]) == 0
+    rel, orig = load_checkpoint(out), load_checkpoint(paths["gru-attention"])
+    assert rel["optimizer"] is None and rel["vocabulary"] == orig["vocabulary"]
+    assert all(v.dtype == np.float16 for v in rel["params"].values())
+    for k in orig["params"]:
+        np.testing.assert_allclose(rel["params"][k], orig["params"][k], rtol=1e-3, atol=1e-3)
+    assert "caffe" in rel["attrs"]["preprocessing"]

@@ -208,6 +208,7 @@ def _run_dir(cfg, out):
 
 def train(args, log=_log):
     start_time = time.time()
+    commit = _commit()  # the code that this run starts with
     device = resolve_device(args.device)
     resume = None
     if args.resume:
@@ -339,7 +340,7 @@ def train(args, log=_log):
     summary = dict(final, model=cfg["model"], dataset=cfg["dataset"], best_epoch=best["progress"]["epoch"],
                    epochs_run=progress["epoch"], stopped_early=stopped_early,
                    wall_seconds=round(time.time() - start_time, 1), command="python -m scratchcap.train "
-                   + " ".join(sys.argv[1:]), commit=_commit(), device=device)
+                   + " ".join(sys.argv[1:]), commit=commit, device=device)
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(run_dir, "captions-dev.json"), "w") as f:

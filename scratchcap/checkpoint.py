@@ -65,14 +65,9 @@ def save_checkpoint(path, *, model, params, config, vocab, optimizer=None, progr
 
 def load_checkpoint(path) -> dict:
     """{model, params, config, vocabulary (JSON text), progress, optimizer, rng_state, attrs}."""
-    import h5py
+    from .hdf5 import open_readonly
 
-    try:
-        f = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except OSError as exc:
-        raise CheckpointError(f"{path} is not a readable HDF5 file (truncated?): {exc}") from None
+    f = open_readonly(path, CheckpointError, "checkpoint")
     with f:
         if f.attrs.get("format") != FORMAT:
             raise CheckpointError(f"{path} is not a scratchcap checkpoint")

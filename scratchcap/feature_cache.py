@@ -112,15 +112,10 @@ class FeatureCache:
     """Read access to a feature cache, by image id."""
 
     def __init__(self, path):
-        import h5py
+        from .hdf5 import open_readonly
 
         self.path = str(path)
-        try:
-            self._f = h5py.File(self.path, "r")
-        except FileNotFoundError:
-            raise CacheError(f"feature cache {self.path} does not exist") from None
-        except OSError as exc:
-            raise CacheError(f"{self.path} is not a readable HDF5 file (truncated?): {exc}") from None
+        self._f = open_readonly(self.path, CacheError, "feature cache")
         f = self._f
         if f.attrs.get("format") != FORMAT:
             self._f.close()

@@ -97,15 +97,10 @@ def load_weights(path, widths=VGG16_WIDTHS):
 
     ``widths=None`` accepts any widths the file records (for small test networks).
     """
-    import h5py
+    from ..hdf5 import open_readonly
 
     path = str(path)
-    try:
-        f = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise WeightFileError(f"weight file {path} does not exist") from None
-    except OSError as exc:
-        raise WeightFileError(f"{path} is not a readable HDF5 file (truncated or not HDF5?): {exc}") from None
+    f = open_readonly(path, WeightFileError, "weight file")
     with f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         if attrs.get("format") != FORMAT:

@@ -88,7 +88,11 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
             return
         os.makedirs(shard_dir, exist_ok=True)
         shard = os.path.join(shard_dir, f"shard-{next_shard:06d}.h5")
+        # A shard of failures alone takes the region shape of the shards before it.
         region = feats[0].shape[1:] if feats else grid_shape
+        if region is None:
+            with FeatureCache(parts[-1]) as previous:
+                region = previous.region_shape
         block = np.concatenate(feats) if feats else np.zeros((0,) + region, dtype=dtype)
         write_cache(shard, block, ids, failed, attrs=attrs)
         parts.append(shard)
@@ -118,8 +122,11 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
             ids.extend(names)
         if bar is not None:
             bar.update(len(batch_paths))
-        if len(ids) + len(failed) >= shard_size:
+        if grid_shape is not None and len(ids) + len(failed) >= shard_size:
             flush()
+    if failed and grid_shape is None and not parts:
+        raise CacheError(f"none of the {len(failed)} images could be read, e.g. "
+                         + "; ".join(f"{i}: {why}" for i, why in failed[:3]))
     if grid_shape is not None or failed:
         flush()
     if bar is not None:

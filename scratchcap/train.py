@@ -158,21 +158,20 @@ def ensure_features(cfg, records, device, log=_log):
 def validate(model, params, cfg, vocab, records, features, device, with_meteor=False, beam=1):
     from .metrics import score
 
-    xp_params = params
     examples = encode_records(records, vocab, cfg["max_length"])
     total, tokens = 0.0, 0
     for s in range(0, len(examples), cfg["batch_size"]):
         batch = make_batch(examples, list(range(s, min(s + cfg["batch_size"], len(examples)))), features)
         n_tok = int(batch["mask"].sum())
         batch = {k: (to_device(v, device) if k != "image_ids" else v) for k, v in batch.items()}
-        _, _, info = model.loss_and_grads(xp_params, batch, cfg, None, train=False)
+        _, _, info = model.loss_and_grads(params, batch, cfg, None, train=False)
         total += info["cross_entropy"] * n_tok
         tokens += n_tok
     results = []
     for s in range(0, len(records), 64):
         chunk = records[s:s + 64]
         f = to_device(features.get([r.image_id for r in chunk]), device)
-        results += decode(model, xp_params, f, cfg, vocab, beam=beam, max_length=cfg["max_length"])
+        results += decode(model, params, f, cfg, vocab, beam=beam, max_length=cfg["max_length"])
     hyps = {r.image_id: " ".join(res["words"]) for r, res in zip(records, results)}
     refs = {r.image_id: r.captions for r in records}
     metrics = {"val_loss": total / max(tokens, 1)}

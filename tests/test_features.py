@@ -156,3 +156,13 @@ def test_command_line(tmp_path, tiny_weights, images, capsys):
     assert features_main([folder, "--out", str(out), "--weights", str(tmp_path / "nope.h5"),
                           "--no-progress"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_unreadable_images_first_or_only_are_handled(tmp_path, model, images):
+    bad = [p for p in images if "corrupt" in p or "truncated" in p]
+    good = [p for p in images if p not in bad]
+    out = str(tmp_path / "cache.h5")
+    summary = extract(bad + good, out, model, batch_size=2, shard_size=1, **_quiet())
+    assert summary["failed_total"] == 2 and summary["cached"] == len(good)
+    with pytest.raises(CacheError, match="none of the 2 images could be read"):
+        extract(bad, str(tmp_path / "only-bad.h5"), model, **_quiet())

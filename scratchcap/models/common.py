@@ -67,7 +67,7 @@ def initial_state_backward(dh0, dc0, cache, grads):
 
     c1, c2, c3, c4 = cache
     (dcp,) = ops.tanh_backward(dc0, c4)
-    _, grads["init/wc"], grads["init/bc"] = ops.linear_backward(dcp, c3)
+    _, grads["init/wc"], grads["init/bc"] = ops.linear_backward(dcp, c3, input_grad=False)
     (dhp,) = ops.tanh_backward(dh0, c2)
-    _, grads["init/wh"], grads["init/bh"] = ops.linear_backward(dhp, c1)
+    _, grads["init/wh"], grads["init/bh"] = ops.linear_backward(dhp, c1, input_grad=False)
     return grads

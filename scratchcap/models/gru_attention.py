@@ -110,7 +110,8 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
     (dlogits,) = ops.temporal_cross_entropy_backward(1.0, ce_cache)
     do1, g["output/w2"], g["output/b2"] = ops.linear_backward(dlogits, out_cache[1])
     dhs, g["output/w1"], g["output/b1"] = ops.linear_backward(do1, out_cache[0])
-    dfeats, dprojected = xp.zeros_like(feats), xp.zeros_like(projected)
+    dprojected = xp.zeros_like(projected)
+    dcontexts = xp.empty((N, T, feats.shape[2]), dtype=features.dtype)
     demb = xp.empty_like(emb)
     for k in ("attention/w2", "attention/b2", "attention/v", "gru/wx", "gru/wh", "gru/bx", "gru/bh"):
         g[k] = xp.zeros_like(p[k])
@@ -123,20 +124,20 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
         g["gru/bx"] += dbx
         g["gru/bh"] += dbh
         demb[:, t] = dx[:, Dc:]
+        dcontexts[:, t] = dx[:, :Dc]
         dalpha = None if dalphas is None else dalphas[:, t]
-        dfe, dpr, dq, dw2, db2, dv = ops.attend_backward((dx[:, :Dc], dalpha), ca)
-        dfeats += dfe
-        dprojected += dpr
+        _, _, dq, dw2, db2, dv = ops.attend_backward((dx[:, :Dc], dalpha), ca, features_grad=False,
+                                                     dprojected=dprojected)
         dh += dq
         g["attention/w2"] += dw2
         g["attention/b2"] += db2
         g["attention/v"] += dv
     (g["embedding/w"],) = ops.embedding_backward(demb, emb_cache)
     c1, c2, c3, c4 = enc_cache
-    dfe, g["attention/w1"], g["attention/b1"] = ops.linear_backward(dprojected, c4)
-    dfeats += dfe
+    dfeats, g["attention/w1"], g["attention/b1"] = ops.linear_backward(dprojected, c4)
+    dfeats += ops.attend_features_grad(alphas, dcontexts)
     (dact,) = ops.dropout_backward(dfeats, c3)
     (dpre,) = ops.relu_backward(dact, c2)
-    _, g["encoder/w"], g["encoder/b"] = ops.linear_backward(dpre, c1)
+    _, g["encoder/w"], g["encoder/b"] = ops.linear_backward(dpre, c1, input_grad=False)
     loss = float(ce) + penalty
     return loss, g, {"cross_entropy": float(ce), "penalty": penalty, "alphas": alphas}

@@ -133,15 +133,15 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
         g["gate/w"] += dgw
         g["gate/b"] += dgb
         dalpha = None if dalphas is None else dalphas[:, t]
-        _, dpr, dq, dw2, db2, dv = ops.attend_backward((dz * beta, dalpha), ca)
-        dprojected += dpr
+        _, _, dq, dw2, db2, dv = ops.attend_backward((dz * beta, dalpha), ca, features_grad=False,
+                                                     dprojected=dprojected)
         dh = dh + dq + dhg
         g["attention/w2"] += dw2
         g["attention/b2"] += db2
         g["attention/v"] += dv
     (g["embedding/w"],) = ops.embedding_backward(demb, emb_cache)
     init_cache, proj_cache = enc_cache
-    _, g["attention/w1"], g["attention/b1"] = ops.linear_backward(dprojected, proj_cache)
+    _, g["attention/w1"], g["attention/b1"] = ops.linear_backward(dprojected, proj_cache, input_grad=False)
     initial_state_backward(dh, dc, init_cache, g)
     loss = float(ce) + penalty
     return loss, g, {"cross_entropy": float(ce), "penalty": penalty, "alphas": alphas}

@@ -16,7 +16,7 @@ Calling convention, the same for every layer:
 from .activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
                           tanh_backward, tanh_forward)
 from .attention import (additive_attention_backward, additive_attention_forward, attend_backward,
-                        attend_forward)
+                        attend_features_grad, attend_forward)
 from .conv import Workspace, conv2d_backward, conv2d_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
@@ -33,4 +33,4 @@ LAYERS = (
     "tanh", "temporal_cross_entropy",
 )
 
-__all__ = [f"{name}_{half}" for name in LAYERS for half in ("forward", "backward")] + ["LAYERS", "Workspace"]
+__all__ = [f"{name}_{half}" for name in LAYERS for half in ("forward", "backward")] + ["LAYERS", "Workspace", "attend_features_grad"]

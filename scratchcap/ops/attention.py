@@ -65,10 +65,16 @@ def attend_forward(features, projected, query, w2, b2, v, *, mask=None):
     return (context, alpha), (features, query, w2, v, t, alpha)
 
 
-def attend_backward(douts, cache):
+def attend_backward(douts, cache, *, features_grad=True, dprojected=None):
     """douts = (dcontext (N, D), dalpha (N, L)), either may be None.
 
     Returns (dfeatures, dprojected, dquery, dw2, db2, dv).
+
+    Two keywords let a decoder's time loop skip work of size N*L*D and N*L*A:
+    - ``features_grad=False`` returns None for dfeatures; the decoder sums it
+      over all steps at once with ``attend_features_grad``.
+    - ``dprojected``, an (N, L, A) buffer: this step's gradient is added into
+      it and the buffer is returned, so the loop allocates no sum of its own.
     """
     dcontext, dalpha = douts
     features, query, w2, v, t, alpha = cache
@@ -77,16 +83,32 @@ def attend_backward(douts, cache):
     A = t.shape[2]
     if dcontext is None:
         dcontext = xp.zeros((N, D), dtype=features.dtype)
-    dfeatures = alpha[:, :, None] * dcontext[:, None, :]
     da = (features @ dcontext[:, :, None])[:, :, 0]
     if dalpha is not None:
         da += dalpha
     de = alpha * (da - (alpha * da).sum(axis=1, keepdims=True))
     dv = (de.reshape(1, N * L) @ t.reshape(N * L, A))[0]  # a row-vector GEMM; t.T @ de is far slower
-    dpre = de[:, :, None] * v
-    dpre *= 1 - t * t
+    dpre = xp.multiply(t, t)  # then de * v * (1 - t^2) in place: one N*L*A temporary, not four
+    xp.subtract(1, dpre, out=dpre)
+    dpre *= de[:, :, None]
     dq = dpre.sum(axis=1)
-    return dfeatures, dpre, dq @ w2.T, query.T @ dq, dq.sum(axis=0), dv
+    dq *= v
+    dpre *= v
+    if dprojected is None:
+        dprojected = dpre
+    else:
+        dprojected += dpre
+    dfeatures = alpha[:, :, None] * dcontext[:, None, :] if features_grad else None
+    return dfeatures, dprojected, dq @ w2.T, query.T @ dq, dq.sum(axis=0), dv
+
+
+def attend_features_grad(alphas, dcontexts):
+    """The gradient of features through the contexts of T steps in one batched GEMM.
+
+    alphas (N, T, L), dcontexts (N, T, D) -> (N, L, D), the sum over t of
+    alpha_t[:, :, None] * dcontext_t[:, None, :].
+    """
+    return alphas.transpose(0, 2, 1) @ dcontexts
 
 
 def additive_attention_forward(features, query, w1, b1, w2, b2, v, *, mask=None):

@@ -26,12 +26,16 @@ def linear_forward(x, w, b):
     return out.reshape(x.shape[:-1] + (w.shape[1],)), (x, w)
 
 
-def linear_backward(dout, cache):
-    """dout (..., M) -> (dx (..., D), dw (D, M), db (M,))."""
+def linear_backward(dout, cache, *, input_grad=True):
+    """dout (..., M) -> (dx (..., D), dw (D, M), db (M,)).
+
+    ``input_grad=False`` returns None for dx and skips its GEMM, for layers fed
+    by data (the image features) rather than by another layer.
+    """
     x, w = cache
     D, M = w.shape
     d2 = dout.reshape(-1, M)
-    dx = (d2 @ w.T).reshape(x.shape)
+    dx = (d2 @ w.T).reshape(x.shape) if input_grad else None
     dw = x.reshape(-1, D).T @ d2
     db = d2.sum(axis=0)
     return dx, dw, db

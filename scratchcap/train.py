@@ -32,8 +32,8 @@ from .models import get_model
 from .optim import Adam, clip_grad_norm
 
 DEFAULTS = dict(dataset="shapes", data_dir=None, model="gru-attention", embed=256, hidden=256, attention=128,
-                epochs=None, batch_size=64, lr=None, lam=0.0, dropout=0.3, max_length=20, min_count=5,
-                seed=0, image_size=None, layer="block5_conv3", clip=5.0, lr_decay=0.5, decay_patience=2, patience=5,
+                epochs=None, batch_size=64, lr=None, lam=0.0, dropout=0.3, feature_norm=None, max_length=20,
+                min_count=5, seed=0, image_size=None, layer="block5_conv3", clip=5.0, lr_decay=0.5, decay_patience=2, patience=5,
                 checkpoint_every=100, bucket=False, val_images=None, shapes_images=(2000, 200, 200))
 
 
@@ -60,6 +60,8 @@ def build_parser():
     p.add_argument("--lambda", dest="lam", type=float, default=d["lam"],
                    help="weight of the doubly stochastic attention penalty")
     p.add_argument("--dropout", type=float, default=d["dropout"], help="dropout probability")
+    p.add_argument("--feature-norm", choices=["rms", "none"], default=d["feature_norm"],
+                   help="scale the features by 1/RMS over train images, or feed them raw (default rms; none on shapes)")
     p.add_argument("--max-length", type=int, default=d["max_length"], help="longest caption, in words")
     p.add_argument("--min-count", type=int, default=d["min_count"], help="vocabulary: least count of a word")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of initialisation, shuffling and dropout")
@@ -153,6 +155,15 @@ def ensure_features(cfg, records, device, log=_log):
     return path, failed, grid
 
 
+def feature_rms(features, ids, sample=256):
+    """Root mean square of the features of (the first ``sample`` of) ids, in float64."""
+    x = features.get(ids[:sample])
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+    if not rms > 0:
+        raise DatasetError(f"the features of the first {min(sample, len(ids))} train images are all zero")
+    return rms
+
+
 # ---- one epoch of validation ----------------------------------------------------------------------
 
 def validate(model, params, cfg, vocab, records, features, device, with_meteor=False, beam=1):
@@ -189,7 +200,8 @@ def _config_from_args(args):
     cfg["features"], cfg["weights"] = args.features, args.weights
     cfg["shapes_images"] = list(cfg["shapes_images"])
     shapes = cfg["dataset"] == "shapes"
-    for key, on_shapes, otherwise in (("image_size", 128, 224), ("lr", 1e-3, 4e-4), ("epochs", 20, 15)):
+    presets = (("image_size", 128, 224), ("lr", 1e-3, 4e-4), ("epochs", 20, 15), ("feature_norm", "none", "rms"))
+    for key, on_shapes, otherwise in presets:
         if cfg[key] is None:
             cfg[key] = on_shapes if shapes else otherwise
     return cfg
@@ -239,6 +251,9 @@ def train(args, log=_log):
     cfg["L"], cfg["D"] = features.region_shape
     cfg.update(E=cfg["embed"], H=cfg["hidden"], A=cfg["attention"], V=len(vocab))
     cfg["lambda"] = cfg["lam"]
+    if "feature_scale" not in cfg:  # a resumed run keeps its own
+        train_ids = [r.image_id for r in splits["train"]]
+        cfg["feature_scale"] = 1.0 / feature_rms(features, train_ids) if cfg.get("feature_norm") == "rms" else 1.0
 
     init = model.init_params(cfg, np.random.default_rng(cfg["seed"]))
     optimizer = Adam(lr=cfg["lr"])

@@ -61,3 +61,23 @@ def test_initial_loss_is_close_to_log_v(name):
 def test_unknown_model_is_named():
     with pytest.raises(ValueError, match="unknown model 'transformer'"):
         get_model("transformer")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_feature_scale_is_applied_in_training_and_decoding(name):
+    """cfg["feature_scale"] s on features f is the same model as no scale on s * f, and it changes the loss."""
+    cfg = dict(D=6, E=4, H=5, A=3, V=9, dropout=0.0)
+    scaled = dict(cfg, feature_scale=0.25)
+    model = MODELS[name]
+    params = model.init_params(cfg, np.random.default_rng(1), "float64")
+    batch = _batch(np.random.default_rng(0), 3, 4, 5, 6, 9)
+    by_hand = dict(batch, features=batch["features"] * 0.25)
+    a = model.loss_and_grads(params, batch, scaled, None, train=False)[0]
+    b = model.loss_and_grads(params, by_hand, cfg, None, train=False)[0]
+    c = model.loss_and_grads(params, batch, cfg, None, train=False)[0]
+    assert abs(a - b) < 1e-12 and abs(a - c) > 1e-6
+    words = np.array([1, 1, 1])
+    enc_a, state_a = model.decode_start(params, batch["features"], scaled)
+    enc_b, state_b = model.decode_start(params, by_hand["features"], cfg)
+    np.testing.assert_allclose(model.decode_step(params, enc_a, state_a, words)[0],
+                               model.decode_step(params, enc_b, state_b, words)[0], rtol=1e-12)

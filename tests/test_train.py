@@ -47,6 +47,26 @@ def test_a_run_leaves_checkpoints_metrics_summary_and_plot(workspace, capsys):
         dict(D=8, E=8, H=12, A=6, V=ckpt["config"]["V"]), np.random.default_rng(0)))
     assert sorted(k.split("/", 1)[1] for k in ckpt["optimizer"] if k.startswith("m/")) == sorted(ckpt["params"])
     assert "validation" in capsys.readouterr().out
+    assert ckpt["config"]["feature_scale"] == 1.0  # the shapes preset feeds raw features
+
+
+def test_feature_norm_rms_records_the_scale_of_the_train_features(workspace):
+    from scratchcap.data.batches import Features
+
+    root, weights = workspace
+    out = root / "rms"
+    assert train_module.main(_args(root, weights, out, "--epochs", "1", "--feature-norm", "rms")) == 0
+    cfg = load_checkpoint(out / "checkpoint-last.h5")["config"]
+    records = train_module.prepare_data(dict(cfg, progress=False), log=lambda *_: None)["train"]
+    with h5py.File(root / "cache.h5", "r") as f:
+        failed = set(f.attrs.get("failed", []))
+    ids = [r.image_id for r in records if r.image_id not in failed]
+    feats = Features(str(root / "cache.h5"), ids)
+    x = feats.get(ids[:256]).astype(np.float64)
+    feats.close()
+    assert cfg["feature_norm"] == "rms"
+    assert cfg["feature_scale"] == pytest.approx(1 / np.sqrt(np.mean(x * x)), rel=1e-9)
+    assert cfg["feature_scale"] != 1.0
 
 
 @pytest.mark.parametrize("model", ["gru-attention", "lstm-attention", "lstm-noattention"])

@@ -71,3 +71,14 @@ def initial_state_backward(dh0, dc0, cache, grads):
     (dhp,) = ops.tanh_backward(dh0, c2)
     _, grads["init/wh"], grads["init/bh"] = ops.linear_backward(dhp, c1, input_grad=False)
     return grads
+
+
+def scale_features(features, cfg):
+    """The features as a model sees them: times cfg["feature_scale"].
+
+    Training sets it to 1 / (the features' RMS over train images), so that the
+    tanh and sigmoid units fed by them start unsaturated; checkpoints without it
+    see raw features.
+    """
+    scale = cfg.get("feature_scale", 1.0)
+    return features if scale == 1.0 else features * features.dtype.type(scale)

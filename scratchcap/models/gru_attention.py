@@ -17,7 +17,7 @@ import numpy as np
 from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax
-from .common import attention_penalty_forward, gate_orthogonal, glorot, uniform, zeros
+from .common import attention_penalty_forward, gate_orthogonal, glorot, scale_features, uniform, zeros
 
 NAME = "gru-attention"
 
@@ -71,6 +71,7 @@ def output(p, hs):
 
 def decode_start(p, features, cfg):
     """What greedy and beam search need: (encoded features, initial state)."""
+    features = scale_features(features, cfg)
     enc, _ = encode(p, features, cfg, None, train=False)
     return enc, init_state(p, enc)
 
@@ -85,7 +86,7 @@ def decode_step(p, enc, state, words):
 
 def loss_and_grads(p, batch, cfg, rng=None, train=True):
     """Teacher-forced loss and gradients keyed like p; info holds the parts of the loss and the alphas."""
-    features, captions, mask = batch["features"], batch["captions"], batch["mask"]
+    features, captions, mask = scale_features(batch["features"], cfg), batch["captions"], batch["mask"]
     xp = get_array_module(features)
     words, targets = captions[:, :-1], captions[:, 1:]
     N, T = words.shape

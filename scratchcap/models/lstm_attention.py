@@ -18,7 +18,7 @@ from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax
 from .common import (attention_penalty_forward, gate_orthogonal, glorot, initial_state_backward,
-                     initial_state_forward, uniform, zeros)
+                     initial_state_forward, scale_features, uniform, zeros)
 
 NAME = "lstm-attention"
 
@@ -74,6 +74,7 @@ def output(p, emb, hs, zs, rng, dropout, train):
 
 
 def decode_start(p, features, cfg):
+    features = scale_features(features, cfg)
     enc, state, _ = encode(p, features)
     return enc, state
 
@@ -86,7 +87,7 @@ def decode_step(p, enc, state, words):
 
 
 def loss_and_grads(p, batch, cfg, rng=None, train=True):
-    features, captions, mask = batch["features"], batch["captions"], batch["mask"]
+    features, captions, mask = scale_features(batch["features"], cfg), batch["captions"], batch["mask"]
     xp = get_array_module(features)
     words, targets = captions[:, :-1], captions[:, 1:]
     N, T = words.shape

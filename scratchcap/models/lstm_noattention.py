@@ -9,7 +9,8 @@ from __future__ import annotations
 from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax
-from .common import gate_orthogonal, glorot, initial_state_backward, initial_state_forward, uniform, zeros
+from .common import (gate_orthogonal, glorot, initial_state_backward, initial_state_forward, scale_features,
+                     uniform, zeros)
 
 NAME = "lstm-noattention"
 
@@ -28,6 +29,7 @@ def init_params(cfg, rng, dtype="float32"):
 
 
 def decode_start(p, features, cfg):
+    features = scale_features(features, cfg)
     state, _ = initial_state_forward(p, features)
     return None, state
 
@@ -40,7 +42,7 @@ def decode_step(p, enc, state, words):
 
 
 def loss_and_grads(p, batch, cfg, rng=None, train=True):
-    features, captions, mask = batch["features"], batch["captions"], batch["mask"]
+    features, captions, mask = scale_features(batch["features"], cfg), batch["captions"], batch["mask"]
     words, targets = captions[:, :-1], captions[:, 1:]
     (h0, c0), enc_cache = initial_state_forward(p, features)
     emb, emb_cache = ops.embedding_forward(words, p["embedding/w"])

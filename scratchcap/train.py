@@ -229,6 +229,11 @@ def train(args, log=_log):
     else:
         cfg = _config_from_args(args)
         run_dir = _run_dir(cfg, args.out)
+        held = [n for n in ("checkpoint-last.h5", "checkpoint-best.h5", "metrics.jsonl")
+                if os.path.exists(os.path.join(run_dir, n))]
+        if held:
+            raise TrainingError(f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume "
+                                f"{run_dir}, or give another --out")
     cfg["progress"] = not args.no_progress
     model = get_model(cfg["model"])
 

@@ -141,6 +141,17 @@ def test_bad_input_stops_before_any_work(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_a_fresh_run_does_not_overwrite_an_earlier_one(workspace, capsys):
+    root, weights = workspace
+    out = root / "twice"
+    assert train_module.main(_args(root, weights, out, "--epochs", "1")) == 0
+    before = open(out / "metrics.jsonl").read()
+    capsys.readouterr()
+    assert train_module.main(_args(root, weights, out, "--epochs", "1")) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert open(out / "metrics.jsonl").read() == before
+
+
 def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         train_module.main(["--help"])

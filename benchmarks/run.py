@@ -1,17 +1,19 @@
-"""python benchmarks/run.py [--device cpu] [--quick] [--json out.json]
+"""python benchmarks/run.py [--device cpu|gpu|all] [--quick] [--json out.json]
 
-Compares scratchcap (NumPy) against PyTorch on the CPU, each library timed in
-its own process with the same pinned thread count, the libraries alternating
-round by round; the report gives medians and ratios. PyTorch is optional: its
-columns stay empty when it is not installed.
+Times scratchcap on NumPy (CPU) and CuPy (GPU) against PyTorch on the same
+device, with identical inputs. Each library runs in its own process with the
+same pinned thread count, the libraries alternating round by round; the report
+gives medians and the ratios NumPy/PyTorch-CPU, CuPy/PyTorch-CUDA and the GPU
+speed-up over the CPU. PyTorch is optional: its columns stay empty without it.
 
-Cases now: the machine's float32 GEMM peak (2048^3 matmul); VGG-16 to
-block5_conv3 at 224x224, batch 1 and 16, in images/s and GFLOP/s; and one
-gru-attention training step, forward and backward (batch 64, 20 steps, L = 196,
-D = E = H = A = 512, V = 5000), in ms. Because some
-machines set OPENBLAS_CORETYPE (which can select a slower OpenBLAS kernel),
-NumPy's cases run with the environment as it is and with that variable
-changed: unset where it is set, and set to Haswell where it is not.
+Cases (see worker.py for the shapes): the float32 GEMM peak; (a) each layer's
+forward + backward at the real shapes (three VGG-16 convolutions, attention,
+a GRU and an LSTM step, the output layer with its loss); (b) VGG-16 to
+block5_conv3 at batch 1 and 16, images/s; (c) one gru-attention training step,
+ms; (d) beam-3 decoding, captions/s. --quick keeps batch 1 and fewer rounds.
+On the CPU, NumPy's VGG-16 and decoder cases also run with OPENBLAS_CORETYPE
+changed (unset where it is set, Haswell where it is not), because some machines
+set it to a slower kernel.
 """
 from __future__ import annotations
 
@@ -26,9 +28,15 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from worker import CONV_CASES  # noqa: E402
+
+LAYER_CASES = [f"conv:{n}" for n in CONV_CASES] + ["attention", "gru_step", "lstm_step", "output"]
+CPU_LIBS, GPU_LIBS = ("numpy", "torch"), ("cupy", "torch-cuda")
+REFERENCE = {"numpy": "torch", "cupy": "torch-cuda"}
 
 
-def run_worker(lib, case, threads, env_change, **kw):
+def run_worker(lib, case, threads, env_change, small=False, **kw):
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
@@ -38,7 +46,7 @@ def run_worker(lib, case, threads, env_change, **kw):
         else:
             env[k] = v
     cmd = [sys.executable, os.path.join(HERE, "worker.py"), "--lib", lib, "--case", case,
-           "--threads", str(threads)] + [f"--{k}={v}" for k, v in kw.items()]
+           "--threads", str(threads)] + [f"--{k}={v}" for k, v in kw.items()] + (["--small"] if small else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
@@ -46,75 +54,135 @@ def run_worker(lib, case, threads, env_change, **kw):
 
 
 def coretype_variants():
-    current = os.environ.get("OPENBLAS_CORETYPE")
-    if current:
-        return {f"OPENBLAS_CORETYPE={current}": {}, "OPENBLAS_CORETYPE unset": {
-            "OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None}}
-    return {"OPENBLAS_CORETYPE unset": {}, "OPENBLAS_CORETYPE=Haswell": {"OPENBLAS_CORETYPE": "Haswell"}}
+    """NumPy's environment as it is (label ""), and with OPENBLAS_CORETYPE changed."""
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        return [("", {}), ("OPENBLAS_CORETYPE unset", {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None})]
+    return [("", {}), ("OPENBLAS_CORETYPE=Haswell", {"OPENBLAS_CORETYPE": "Haswell"})]
+
+
+def available_libs(device):
+    """The libraries to time on this machine, and why any is missing."""
+    libs, missing = [], {}
+    if device in ("cpu", "all"):
+        libs.append("numpy")
+        if importlib.util.find_spec("torch"):
+            libs.append("torch")
+        else:
+            missing["torch"] = "PyTorch is not installed"
+    if device in ("gpu", "all"):
+        sys.path.insert(0, ROOT)
+        from scratchcap.backend import gpu_status
+        ok, reason = gpu_status()
+        if ok:
+            libs.append("cupy")
+        else:
+            missing["cupy"] = reason
+        probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                               capture_output=True, text=True)
+        if probe.stdout.strip() == "True":
+            libs.append("torch-cuda")
+        else:
+            missing["torch-cuda"] = "PyTorch with CUDA is not available"
+    return libs, missing
+
+
+def plan(quick):
+    """(case, worker options, images per call or None, unit)."""
+    cases = [("gemm", {}, None)]
+    cases += [(c, {}, None) for c in LAYER_CASES]
+    cases += [("vgg16", {"batch": b}, b) for b in ([1] if quick else [1, 16])]
+    cases += [("decoder", {}, None), ("beam", {}, 16)]
+    return cases
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python benchmarks/run.py", description=__doc__.splitlines()[2])
-    p.add_argument("--device", choices=["cpu", "gpu", "all"], default="cpu",
-                   help="which device to benchmark (the GPU cases arrive with the GPU issue)")
-    p.add_argument("--quick", action="store_true", help="fewer rounds and repeats, batch 1 only")
+    p.add_argument("--device", choices=["cpu", "gpu", "all"], default="cpu", help="which libraries to time")
+    p.add_argument("--quick", action="store_true", help="fewer rounds and repeats, VGG-16 at batch 1 only")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every library")
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds per case")
+    p.add_argument("--cases", help="comma-separated subset of the cases (e.g. decoder,vgg16)")
+    p.add_argument("--small", action="store_true", help="tiny shapes: checks that every case runs, measures nothing")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
-    if args.device == "gpu":
-        p.exit(2, "error: GPU benchmarks are not implemented yet; use --device cpu\n")
-    has_torch = importlib.util.find_spec("torch") is not None
+    libs, missing = available_libs(args.device)
+    for lib, why in missing.items():
+        print(f"note: no {lib} columns: {why}")
+    if not any(lib in libs for lib in ("numpy", "cupy")):
+        p.exit(2, "error: nothing to time on this device: " + "; ".join(missing.values()) + "\n")
     rounds = args.rounds or (2 if args.quick else 3)
     repeats = 2 if args.quick else 3
-    libs = ["numpy"] + (["torch"] if has_torch else [])
     variants = coretype_variants()
-
-    cases = [("gemm", {"size": 2048}, 1)] + [("vgg16", {"batch": b}, b) for b in ([1] if args.quick else [1, 16])]
-    cases.append(("decoder", {}, 0))
-    results, blas = [], {}
+    cases = plan(args.quick)
+    if args.cases:
+        keep = set(args.cases.split(","))
+        cases = [c for c in cases if c[0] in keep]
+    results, blas, gpu = [], {}, {}
     for case, kw, images in cases:
-        times = {}
-        for _ in range(rounds):  # alternate: numpy (each variant), torch, numpy, torch, ...
+        times, flops = {}, 0
+        for _ in range(rounds):  # alternate: numpy (each variant), torch, cupy, torch-cuda, numpy, ...
             for lib in libs:
-                for label, change in (variants.items() if lib == "numpy" else [("", {})]):
+                with_variants = lib == "numpy" and case in ("vgg16", "decoder", "gemm")
+                for label, change in (variants if with_variants else [("", {})]):
                     key = f"{lib} {label}".strip()
-                    r = run_worker(lib, case, args.threads, change, repeats=repeats, **kw)
+                    r = run_worker(lib, case, args.threads, change, args.small, repeats=repeats, **kw)
                     times.setdefault(key, []).extend(r["times"])
                     blas[key] = r["blas"]
+                    gpu.update(r.get("gpu") or {})
                     flops = r["flops"]
         for key, ts in times.items():
             med = statistics.median(ts)
             results.append(dict(case=case, params=kw, library=key, median_s=med, runs=len(ts),
                                 gflops=flops / med / 1e9 if flops else None,
-                                images_per_s=images / med if case == "vgg16" else None))
-
-    peak = max(r["gflops"] for r in results if r["case"] == "gemm")  # the machine's measured sgemm peak
-    for r in results:
-        r["fraction_of_gemm_peak"] = r["gflops"] / peak if r["gflops"] else None
-    torch_speed = {(r["case"], json.dumps(r["params"])): r["median_s"] for r in results if r["library"] == "torch"}
-    for r in results:
-        ref = torch_speed.get((r["case"], json.dumps(r["params"])))
-        r["speed_vs_torch_cpu"] = ref / r["median_s"] if ref else None
+                                per_s=images / med if images else None))
+    _ratios(results)
 
     import numpy
     info = dict(machine=platform.machine(), processor=platform.processor(), cpus=os.cpu_count(),
                 threads=args.threads, python=platform.python_version(), numpy=numpy.__version__,
-                torch=_version("torch"), blas=blas)
-    print(f"machine: {info['machine']}, {info['cpus']} CPUs, {args.threads} threads, numpy {info['numpy']}, "
-          f"torch {info['torch'] or '-'}")
-    for key, b in blas.items():
-        print(f"  {key:<36} BLAS: " + ", ".join(f"{x.get('internal_api')} {x.get('architecture')} "
-                                                 f"({x.get('num_threads')} threads)" for x in b))
-    print(f"{'case':<18}{'library':<38}{'median ms':>10}{'GFLOP/s':>9}{'% peak':>8}{'img/s':>8}{'vs torch':>9}")
-    for r in results:
-        name = r["case"] + (f" b{r['params']['batch']}" if "batch" in r["params"] else "")
-        print(f"{name:<18}{r['library']:<38}{r['median_s'] * 1e3:>10.1f}{_num(r['gflops']):>9}"
-              f"{_pct(r['fraction_of_gemm_peak']):>8}{_num(r['images_per_s']):>8}{_num(r['speed_vs_torch_cpu']):>9}")
+                torch=_version("torch"), cupy=_version("cupy"), gpu=gpu, blas=blas, small=args.small,
+                missing=missing)
+    _print(info, results)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(info=info, results=results), f, indent=1)
         print(f"wrote {args.json}")
+
+
+def _ratios(results):
+    by = {(r["case"], json.dumps(r["params"]), r["library"]): r["median_s"] for r in results}
+    peak = {lib: max((r["gflops"] for r in results if r["case"] == "gemm" and r["library"] == lib), default=None)
+            for lib in {r["library"] for r in results}}
+    for r in results:
+        key = (r["case"], json.dumps(r["params"]))
+        base = r["library"].split()[0]
+        ref = by.get(key + (REFERENCE.get(base, ""),))
+        r["time_vs_reference"] = r["median_s"] / ref if ref else None  # < 1: faster than PyTorch
+        r["reference"] = REFERENCE.get(base) if ref else None
+        cpu = by.get(key + ("numpy",))
+        r["gpu_speedup"] = cpu / r["median_s"] if base == "cupy" and cpu else None
+        top = peak.get(r["library"]) or peak.get(base)
+        r["fraction_of_gemm_peak"] = r["gflops"] / top if r["gflops"] and top else None
+
+
+def _print(info, results):
+    print(f"OPENBLAS_CORETYPE here: {os.environ.get('OPENBLAS_CORETYPE') or 'unset'}")
+    print(f"machine: {info['machine']}, {info['cpus']} CPUs, {info['threads']} threads, numpy {info['numpy']}, "
+          f"torch {info['torch'] or '-'}, cupy {info['cupy'] or '-'}" + (f", GPU {info['gpu']}" if info["gpu"] else ""))
+    for key, b in info["blas"].items():
+        print(f"  {key:<36} BLAS: " + ", ".join(f"{x.get('internal_api')} {x.get('architecture')} "
+                                                 f"({x.get('num_threads')} threads)" for x in b))
+    if info["small"]:
+        print("(--small: tiny shapes; these numbers measure nothing)")
+    print(f"{'case':<20}{'library':<36}{'median ms':>10}{'GFLOP/s':>9}{'% peak':>8}{'per s':>8}"
+          f"{'time/ref':>9}{'GPU x':>7}")
+    for r in results:
+        name = r["case"] + (f" b{r['params']['batch']}" if "batch" in r["params"] else "")
+        print(f"{name:<20}{r['library']:<36}{r['median_s'] * 1e3:>10.1f}{_num(r['gflops']):>9}"
+              f"{_pct(r['fraction_of_gemm_peak']):>8}{_num(r['per_s']):>8}{_num(r['time_vs_reference']):>9}"
+              f"{_num(r['gpu_speedup']):>7}")
+    print("time/ref: the median time over PyTorch's on the same device (NumPy vs PyTorch CPU, CuPy vs PyTorch "
+          "CUDA); per s: images/s (vgg16) or captions/s (beam); GPU x: NumPy's time over CuPy's")
 
 
 def _version(mod):

@@ -1,9 +1,24 @@
 """One benchmark case for one library, in its own process; prints one JSON line of timings.
 
-    python benchmarks/worker.py --lib numpy|torch --case gemm|vgg16 [--batch N] [--repeats R] [--threads T]
+    python benchmarks/worker.py --lib numpy|cupy|torch|torch-cuda --case CASE [--batch N] [--repeats R]
+                                [--threads T] [--small]
 
 run.py starts this once per (library, round) so that two libraries' thread
 pools never share a process, and alternates the libraries between rounds.
+numpy and cupy run the same scratchcap code (the array module comes from the
+inputs); torch and torch-cuda run the same maths with PyTorch as the reference.
+Every library gets identical inputs, drawn from NumPy with a fixed seed.
+
+Cases (shapes in the notation of scratchcap.ops; --small shrinks them all for a smoke test):
+    gemm            float32 (2048, 2048) @ (2048, 2048), the machine's GEMM peak
+    vgg16           VGG-16 to block5_conv3 at 224x224, batch --batch, images/s
+    conv:<layer>    one VGG-16 convolution (batch 1), forward + backward
+    attention       additive attention, N 64, L 196, D 512, H 512, A 512, forward + backward
+    gru_step        one GRU step, N 64, input 1024, H 512, forward + backward
+    lstm_step       one LSTM step, N 64, input 1024, H 512, forward + backward
+    output          output layer and masked cross-entropy, N*T 1280 rows, H 512, V 5000, forward + backward
+    decoder         one gru-attention training step, N 64, T 20, L 196, D=E=H=A 512, V 5000
+    beam            beam-3 decoding of 16 images, at most 20 words, V 5000, captions/s
 """
 from __future__ import annotations
 
@@ -15,7 +30,13 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-VGG_FLOPS_224 = None  # computed from the layer shapes below
+CONV_CASES = {"block1_conv2": (224, 64, 64), "block3_conv2": (56, 256, 256), "block5_conv2": (14, 512, 512)}
+FULL = dict(N=64, T=20, L=196, D=512, E=512, H=512, A=512, V=5000, beam_images=16, image=224, gemm=2048,
+            conv_scale=1)
+SMALL = dict(N=3, T=4, L=9, D=8, E=8, H=8, A=8, V=40, beam_images=2, image=32, gemm=64, conv_scale=16)
+LIBS = ("numpy", "cupy", "torch", "torch-cuda")
+CASES = ("gemm", "vgg16", "attention", "gru_step", "lstm_step", "output", "decoder", "beam") + tuple(
+    f"conv:{name}" for name in CONV_CASES)
 
 
 def vgg_flops(size=224):
@@ -30,142 +51,305 @@ def vgg_flops(size=224):
     return flops
 
 
-def vgg_layers(weights):
+def vgg_layers(weights, small):
     import numpy as np
 
     from scratchcap.weights import load_weights
     from scratchcap.weights.format import layer_shapes
 
-    if weights and os.path.exists(weights):
+    if weights and os.path.exists(weights) and not small:
         return load_weights(weights)[0], "imagenet"
     rng = np.random.default_rng(0)
+    shapes = layer_shapes()
+    if small:  # a narrow VGG: the same 13 layers, every width / 16
+        shapes = {n: ((3, 3, max(k[2] // 16, 3) if k[2] != 3 else 3, k[3] // 16), (b[0] // 16,))
+                  for n, (k, b) in shapes.items()}
     return {name: ((rng.standard_normal(k) * 0.01).astype(np.float32), np.zeros(b, np.float32))
-            for name, (k, b) in layer_shapes().items()}, "random"
+            for name, (k, b) in shapes.items()}, "random"
 
 
-def time_calls(fn, repeats, warmup=1):
+def time_calls(fn, repeats, sync, warmup=1):
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t)
     return times
 
 
-DECODER = dict(N=64, T=20, L=196, D=512, E=512, H=512, A=512, V=5000)
-
-
-def decoder_batch(np):
-    s = DECODER
-    rng = np.random.default_rng(0)
-    caps = rng.integers(3, s["V"], size=(s["N"], s["T"] + 1))
-    caps[:, 0] = 1
-    lengths = rng.integers(8, s["T"] + 1, size=s["N"])
-    for n, k in enumerate(lengths):
-        caps[n, k] = 2
-        caps[n, k + 1:] = 0
-    feats = rng.standard_normal((s["N"], s["L"], s["D"])).astype(np.float32)
-    return feats, caps
-
-
-def numpy_case(args):
+def inputs(case, s):
+    """The NumPy inputs of a case (float32), the same for every library."""
     import numpy as np
 
-    from scratchcap.memory import keep_freed_memory
-    keep_freed_memory()  # as the scratchcap commands do
+    rng = np.random.default_rng(0)
 
-    if args.case == "decoder":
-        from scratchcap.models import gru_attention
-        s = DECODER
-        cfg = dict(D=s["D"], E=s["E"], H=s["H"], A=s["A"], V=s["V"], dropout=0.3)
-        p = gru_attention.init_params(cfg, np.random.default_rng(0))
-        feats, caps = decoder_batch(np)
-        batch = dict(features=feats, captions=caps, mask=caps[:, 1:] != 0)
-        rng = np.random.default_rng(1)
-        return time_calls(lambda: gru_attention.loss_and_grads(p, batch, cfg, rng), args.repeats), 0
+    def r(*shape, scale=0.05):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
 
-    if args.case == "gemm":
-        a = np.random.default_rng(0).standard_normal((args.size, args.size)).astype(np.float32)
+    N, L, D, H, A, V = s["N"], s["L"], s["D"], s["H"], s["A"], s["V"]
+    if case.startswith("conv:"):
+        side, c, f = CONV_CASES[case[5:]]
+        side, c, f = max(side // s["conv_scale"], 4), max(c // s["conv_scale"], 3), max(f // s["conv_scale"], 3)
+        return dict(x=r(1, side, side, c, scale=1.0), w=r(3, 3, c, f), b=r(f), dout=r(1, side, side, f, scale=1.0))
+    if case == "attention":
+        return dict(features=r(N, L, D, scale=1.0), query=r(N, H, scale=1.0), w1=r(D, A), b1=r(A), w2=r(H, A),
+                    b2=r(A), v=r(A), dcontext=r(N, D, scale=1.0))
+    if case in ("gru_step", "lstm_step"):
+        g = 3 if case == "gru_step" else 4
+        return dict(x=r(N, 2 * H, scale=1.0), h=r(N, H, scale=1.0), c=r(N, H, scale=1.0), wx=r(2 * H, g * H),
+                    wh=r(H, g * H), bx=r(g * H), bh=r(g * H), dh=r(N, H, scale=1.0))
+    if case == "output":
+        rows = N * s["T"]
+        targets = rng.integers(3, V, size=(N, s["T"]))
+        mask = np.ones((N, s["T"]), dtype=bool)
+        mask[:, s["T"] * 2 // 3:] = rng.random((N, s["T"] - s["T"] * 2 // 3)) < 0.5
+        return dict(hs=r(rows // s["T"], s["T"], H, scale=1.0), w=r(H, V), b=r(V), targets=targets, mask=mask)
+    if case in ("decoder", "beam"):
+        caps = rng.integers(3, V, size=(N, s["T"] + 1))
+        caps[:, 0] = 1
+        lengths = rng.integers(min(8, s["T"]), s["T"] + 1, size=N)
+        for n, k in enumerate(lengths):
+            caps[n, k] = 2
+            caps[n, k + 1:] = 0
+        feats = rng.standard_normal((N, L, D)).astype(np.float32)
+        if case == "beam":
+            feats = feats[:s["beam_images"]]
+        return dict(features=feats, captions=caps)
+    raise ValueError(case)
+
+
+def decoder_config(s):
+    return dict(D=s["D"], E=s["E"], H=s["H"], A=s["A"], V=s["V"], dropout=0.3)
+
+
+def decoder_params(s):
+    import numpy as np
+
+    from scratchcap.models import gru_attention
+    return gru_attention.init_params(decoder_config(s), np.random.default_rng(0))
+
+
+# ---- scratchcap, on NumPy or CuPy -------------------------------------------------------------------
+
+def scratch_case(xp, args, s, sync):
+    import numpy as np
+
+    from scratchcap import ops
+    from scratchcap.backend import to_device
+    device = "cpu" if xp is np else "gpu"
+    case = args.case
+
+    def dev(d):
+        return {k: to_device(v, device) for k, v in d.items()}
+
+    if case == "gemm":
+        a = to_device(np.random.default_rng(0).standard_normal((s["gemm"],) * 2).astype(np.float32), device)
         b = a.T.copy()
-        return time_calls(lambda: a @ b, args.repeats), 2 * args.size ** 3
-    from scratchcap.vgg16 import VGG16
+        return time_calls(lambda: a @ b, args.repeats, sync), 2 * s["gemm"] ** 3
+    if case == "vgg16":
+        from scratchcap.vgg16 import VGG16
+        layers, _ = vgg_layers(args.weights, args.small)
+        model = VGG16(to_device(layers, device), dict(preprocessing="caffe", channel_order="BGR", input_scale=255.0,
+                                                      mean=(0, 0, 0), std=(1, 1, 1)))
+        size = s["image"]
+        x = to_device(np.random.default_rng(1).standard_normal((args.batch, size, size, 3)).astype(np.float32) * 50,
+                      device)
+        return time_calls(lambda: model.forward(x), args.repeats, sync), vgg_flops(size) * args.batch
+    i = dev(inputs(case, s))
+    if case.startswith("conv:"):
+        def fb():
+            out, cache = ops.conv2d_forward(i["x"], i["w"], i["b"])
+            return ops.conv2d_backward(i["dout"], cache)
+        kh, kw, c, f = i["w"].shape
+        return time_calls(fb, args.repeats, sync), 3 * 2 * i["x"].shape[1] * i["x"].shape[2] * kh * kw * c * f
+    if case == "attention":
+        def fb():
+            (ctx, alpha), cache = ops.additive_attention_forward(i["features"], i["query"], i["w1"], i["b1"],
+                                                                 i["w2"], i["b2"], i["v"])
+            return ops.additive_attention_backward((i["dcontext"], None), cache)
+        return time_calls(fb, args.repeats, sync), 0
+    if case == "gru_step":
+        def fb():
+            h, cache = ops.gru_step_forward(i["x"], i["h"], i["wx"], i["wh"], i["bx"], i["bh"])
+            return ops.gru_step_backward(i["dh"], cache)
+        return time_calls(fb, args.repeats, sync), 0
+    if case == "lstm_step":
+        def fb():
+            (h, c), cache = ops.lstm_step_forward(i["x"], i["h"], i["c"], i["wx"], i["wh"], i["bx"])
+            return ops.lstm_step_backward((i["dh"], None), cache)
+        return time_calls(fb, args.repeats, sync), 0
+    if case == "output":
+        def fb():
+            logits, c1 = ops.linear_forward(i["hs"], i["w"], i["b"])
+            loss, c2 = ops.temporal_cross_entropy_forward(logits, i["targets"], i["mask"])
+            (dlogits,) = ops.temporal_cross_entropy_backward(1.0, c2)
+            return ops.linear_backward(dlogits, c1)
+        return time_calls(fb, args.repeats, sync), 0
+    from scratchcap.models import gru_attention
+    cfg = decoder_config(s)
+    p = dev(decoder_params(s))
+    if case == "decoder":
+        caps = i["captions"]
+        batch = dict(features=i["features"], captions=caps, mask=caps[:, 1:] != 0)
+        rng = np.random.default_rng(1)
+        return time_calls(lambda: gru_attention.loss_and_grads(p, batch, cfg, rng), args.repeats, sync), 0
+    if case == "beam":
+        from scratchcap.data import Vocabulary
+        from scratchcap.decode import beam_search
+        vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + [f"w{k}" for k in range(s["V"] - 4)])
+        return time_calls(lambda: beam_search(gru_attention, p, i["features"], cfg, vocab, beam=3,
+                                              max_length=s["T"]), args.repeats, sync), 0
+    raise ValueError(case)
 
-    layers, _ = vgg_layers(args.weights)
-    model = VGG16(layers, dict(preprocessing="caffe", channel_order="BGR", input_scale=255.0,
-                               mean=(0, 0, 0), std=(1, 1, 1)))
-    x = np.random.default_rng(1).standard_normal((args.batch, 224, 224, 3)).astype(np.float32) * 50
-    return time_calls(lambda: model.forward(x), args.repeats), vgg_flops() * args.batch
 
+# ---- PyTorch, the reference --------------------------------------------------------------------------
 
-def torch_decoder(args):
-    """The same gru-attention training step (forward and backward) in PyTorch, GRUCell for the recurrence."""
+def torch_case(args, s, device):
     import numpy as np
     import torch
     import torch.nn.functional as F
 
-    s = DECODER
-    feats, caps = (torch.from_numpy(a) for a in decoder_batch(np))
-    g = torch.Generator().manual_seed(0)
-
-    def w(*shape):
-        return (torch.randn(*shape, generator=g) * 0.05).requires_grad_()
-
-    We, be, W1, b1, W2, b2, v = w(s["D"], s["E"]), w(s["E"]), w(s["E"], s["A"]), w(s["A"]), w(s["H"], s["A"]), w(s["A"]), w(s["A"])
-    emb, Wf1, bf1, Wf2, bf2 = w(s["V"], s["E"]), w(s["H"], s["H"]), w(s["H"]), w(s["H"], s["V"]), w(s["V"])
-    cell = torch.nn.GRUCell(2 * s["E"], s["H"])
-    words, targets = caps[:, :-1], caps[:, 1:]
-    mask = targets != 0
-
-    def step():
-        f = F.dropout(torch.relu(feats @ We + be), 0.3)
-        proj = f @ W1 + b1
-        e_all = emb[words]
-        h = torch.zeros(s["N"], s["H"])
-        hs = []
-        for t in range(s["T"]):
-            alpha = torch.softmax(torch.tanh(proj + (h @ W2 + b2)[:, None, :]) @ v, dim=1)
-            ctx = torch.bmm(alpha[:, None, :], f)[:, 0]
-            h = cell(torch.cat([ctx, e_all[:, t]], dim=1), h)
-            hs.append(h)
-        logits = (torch.stack(hs, 1) @ Wf1 + bf1) @ Wf2 + bf2
-        loss = F.cross_entropy(logits[mask], targets[mask])
-        loss.backward()
-        return loss
-
-    return time_calls(step, args.repeats), 0
-
-
-def torch_case(args):
-    import numpy as np
-    import torch
-
     torch.set_num_threads(args.threads)
-    if args.case == "decoder":
-        return torch_decoder(args)
-    if args.case == "gemm":
-        a = torch.from_numpy(np.random.default_rng(0).standard_normal((args.size, args.size)).astype(np.float32))
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    case = args.case
+
+    def t(a, grad=False):
+        x = torch.from_numpy(np.ascontiguousarray(a)).to(device)
+        return x.requires_grad_() if grad else x
+
+    if case == "gemm":
+        a = t(np.random.default_rng(0).standard_normal((s["gemm"],) * 2).astype(np.float32))
         b = a.T.contiguous()
-        return time_calls(lambda: a @ b, args.repeats), 2 * args.size ** 3
-    layers, _ = vgg_layers(args.weights)
-    convs = [(torch.from_numpy(k.transpose(3, 2, 0, 1).copy()), torch.from_numpy(b))
-             for k, b in layers.values()]
-    pools = {1, 3, 6, 9}
-    x = torch.from_numpy(
-        (np.random.default_rng(1).standard_normal((args.batch, 224, 224, 3)).astype(np.float32) * 50)
-        .transpose(0, 3, 1, 2).copy())
+        return time_calls(lambda: a @ b, args.repeats, sync), 2 * s["gemm"] ** 3
+    if case == "vgg16":
+        layers, _ = vgg_layers(args.weights, args.small)
+        convs = [(t(k.transpose(3, 2, 0, 1)), t(b)) for k, b in layers.values()]
+        pools = {1, 3, 6, 9}
+        size = s["image"]
+        x = t((np.random.default_rng(1).standard_normal((args.batch, size, size, 3)).astype(np.float32) * 50)
+              .transpose(0, 3, 1, 2))
 
-    def forward():
-        h = x
-        with torch.no_grad():
-            for i, (k, b) in enumerate(convs):
-                h = torch.relu(torch.nn.functional.conv2d(h, k, b, padding=1))
-                if i in pools:
-                    h = torch.nn.functional.max_pool2d(h, 2)
-        return h
+        def forward():
+            h = x
+            with torch.no_grad():
+                for k, (w, b) in enumerate(convs):
+                    h = torch.relu(F.conv2d(h, w, b, padding=1))
+                    if k in pools:
+                        h = F.max_pool2d(h, 2)
+            return h
+        return time_calls(forward, args.repeats, sync), vgg_flops(size) * args.batch
+    i = inputs(case, s)
+    if case.startswith("conv:"):
+        x, w, b = t(i["x"].transpose(0, 3, 1, 2), True), t(i["w"].transpose(3, 2, 0, 1), True), t(i["b"], True)
+        dout = t(i["dout"].transpose(0, 3, 1, 2))
 
-    return time_calls(forward, args.repeats), vgg_flops() * args.batch
+        def fb():
+            F.conv2d(x, w, b, padding=1).backward(dout)
+        kh, kw, c, f = i["w"].shape
+        return time_calls(fb, args.repeats, sync), 3 * 2 * i["x"].shape[1] * i["x"].shape[2] * kh * kw * c * f
+    if case == "attention":
+        feats = t(i["features"], True)
+        q, w1, b1, w2, b2, v = (t(i[k], True) for k in ("query", "w1", "b1", "w2", "b2", "v"))
+        dctx = t(i["dcontext"])
+
+        def fb():
+            alpha = torch.softmax(torch.tanh(feats @ w1 + b1 + (q @ w2 + b2)[:, None, :]) @ v, dim=1)
+            torch.bmm(alpha[:, None, :], feats)[:, 0].backward(dctx)
+        return time_calls(fb, args.repeats, sync), 0
+    if case in ("gru_step", "lstm_step"):
+        H = s["H"]
+        cell = (torch.nn.GRUCell if case == "gru_step" else torch.nn.LSTMCell)(2 * H, H).to(device)
+        x, h, c, dh = t(i["x"], True), t(i["h"], True), t(i["c"], True), t(i["dh"])
+
+        def fb():
+            out = cell(x, h) if case == "gru_step" else cell(x, (h, c))[0]
+            out.backward(dh)
+        return time_calls(fb, args.repeats, sync), 0
+    if case == "output":
+        hs, w, b = t(i["hs"], True), t(i["w"], True), t(i["b"], True)
+        targets, mask = t(i["targets"]), t(i["mask"])
+
+        def fb():
+            logits = hs @ w + b
+            F.cross_entropy(logits[mask], targets[mask]).backward()
+        return time_calls(fb, args.repeats, sync), 0
+    p = {k: t(v, case == "decoder") for k, v in decoder_params(s).items()}
+    feats, caps = t(i["features"]), t(i["captions"])
+    H = s["H"]
+
+    def gru(x, h):
+        gx, gh = x @ p["gru/wx"] + p["gru/bx"], h @ p["gru/wh"] + p["gru/bh"]
+        r = torch.sigmoid(gx[:, :H] + gh[:, :H])
+        z = torch.sigmoid(gx[:, H:2 * H] + gh[:, H:2 * H])
+        n = torch.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+        return n + z * (h - n)
+
+    def attend(f, proj, h):
+        alpha = torch.softmax(torch.tanh(proj + (h @ p["attention/w2"] + p["attention/b2"])[:, None, :])
+                              @ p["attention/v"], dim=1)
+        return torch.bmm(alpha[:, None, :], f)[:, 0]
+
+    def encode(x, train):
+        f = torch.relu(x @ p["encoder/w"] + p["encoder/b"])
+        f = F.dropout(f, 0.3, training=train)
+        return f, f @ p["attention/w1"] + p["attention/b1"]
+
+    def out(h):
+        return (h @ p["output/w1"] + p["output/b1"]) @ p["output/w2"] + p["output/b2"]
+
+    if case == "decoder":
+        words, targets = caps[:, :-1], caps[:, 1:]
+        mask = targets != 0
+
+        def step():
+            f, proj = encode(feats, True)
+            emb = p["embedding/w"][words]
+            h = torch.zeros(feats.shape[0], H, device=device)
+            hs = []
+            for k in range(words.shape[1]):
+                h = gru(torch.cat([attend(f, proj, h), emb[:, k]], dim=1), h)
+                hs.append(h)
+            logits = out(torch.stack(hs, 1))
+            loss = F.cross_entropy(logits[mask], targets[mask])
+            loss.backward()
+            return loss
+        return time_calls(step, args.repeats, sync), 0
+    if case == "beam":
+        k, V, T = 3, s["V"], s["T"]
+
+        def beam():  # the same search as scratchcap.decode.beam_search, kept on the device
+            with torch.no_grad():
+                N = feats.shape[0]
+                f, proj = encode(feats, False)
+                f, proj = f.repeat_interleave(k, 0), proj.repeat_interleave(k, 0)
+                h = torch.zeros(N * k, H, device=device)
+                words = torch.full((N * k,), 1, dtype=torch.long, device=device)
+                scores = torch.full((N, k), -float("inf"), device=device, dtype=torch.float64)
+                scores[:, 0] = 0
+                finished = torch.zeros(N, k, dtype=torch.bool, device=device)
+                history = torch.zeros(N, k, 0, dtype=torch.long, device=device)
+                for _ in range(T):
+                    h = gru(torch.cat([attend(f, proj, h), p["embedding/w"][words]], dim=1), h)
+                    logp = torch.log_softmax(out(h), dim=1).double().reshape(N, k, V)
+                    logp[finished] = -float("inf")
+                    logp[..., 0][finished] = 0.0
+                    total = (scores[:, :, None] + logp).reshape(N, k * V)
+                    scores, order = total.topk(k, dim=1)
+                    src, word = order // V, order % V
+                    rows = (torch.arange(N, device=device)[:, None] * k + src).reshape(-1)
+                    finished = torch.gather(finished, 1, src) | (word == 2)
+                    history = torch.cat([torch.gather(history, 1, src[:, :, None].expand(-1, -1, history.shape[2])),
+                                         word[:, :, None]], dim=2)
+                    h, words = h[rows], word.reshape(-1)
+                    if bool(finished.all()):
+                        break
+                return history[torch.arange(N), scores.argmax(1)].cpu()
+        return time_calls(beam, args.repeats, sync), 0
+    raise ValueError(case)
 
 
 def blas_info():
@@ -177,18 +361,43 @@ def blas_info():
     return [{k: i.get(k) for k in keep} for i in threadpool_info()]
 
 
+def gpu_info(lib):
+    if lib == "cupy":
+        import cupy
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        return dict(gpu=props["name"].decode(), cupy=cupy.__version__, cuda_runtime=cupy.cuda.runtime.runtimeGetVersion())
+    if lib == "torch-cuda":
+        import torch
+        return dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda)
+    return {}
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--lib", choices=["numpy", "torch"], required=True)
-    p.add_argument("--case", choices=["gemm", "vgg16", "decoder"], required=True)
+    p.add_argument("--lib", choices=LIBS, required=True)
+    p.add_argument("--case", choices=CASES, required=True)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--size", type=int, default=2048)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--small", action="store_true", help="tiny shapes: a smoke test, not a measurement")
     p.add_argument("--weights", default=os.path.join("weights", "vgg16_imagenet.h5"))
     args = p.parse_args()
-    times, flops = (numpy_case if args.lib == "numpy" else torch_case)(args)
-    print(json.dumps({"times": times, "flops": flops, "blas": blas_info()}))
+    s = SMALL if args.small else FULL
+    if args.lib in ("numpy", "cupy"):
+        from scratchcap.memory import keep_freed_memory
+        keep_freed_memory()  # as the scratchcap commands do
+        if args.lib == "cupy":
+            import cupy as xp
+            sync = xp.cuda.Device().synchronize
+        else:
+            import numpy as xp
+
+            def sync():
+                return None
+        times, flops = scratch_case(xp, args, s, sync)
+    else:
+        times, flops = torch_case(args, s, "cuda" if args.lib == "torch-cuda" else "cpu")
+    print(json.dumps({"times": times, "flops": flops, "blas": blas_info(), "gpu": gpu_info(args.lib)}))
 
 
 if __name__ == "__main__":

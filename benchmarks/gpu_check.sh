@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# benchmarks/gpu_check.sh OUT_DIR
+#
+# On a fresh GPU machine, from the repository root, installing nothing, in under 8 minutes:
+#   1. the CuPy parity suite (python -m scratchcap.parity: needs no pytest);
+#   2. the quick benchmarks, CPU and GPU, with PyTorch where it is installed;
+#   3. a short --device gpu training run on a small generated shapes set.
+# Writes OUT_DIR/gpu_check.log, OUT_DIR/results-gpu.json and OUT_DIR/run/. Exit status: the number of failed steps.
+set -u
+out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
+mkdir -p "$out"
+log="$out/gpu_check.log"
+failed=0
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name ($(date -u +%T), at most ${limit}s): $*" | tee -a "$log"
+  local t0=$SECONDS
+  timeout "$limit" "$@" >>"$log" 2>&1
+  local rc=$?
+  echo "== $name: exit $rc after $((SECONDS - t0))s" | tee -a "$log"
+  [ $rc -eq 0 ] || failed=$((failed + 1))
+}
+{
+  echo "gpu_check at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%FT%TZ)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
+  python -c "import cupy; print('cupy', cupy.__version__)" 2>&1 || true
+} >"$log"
+step parity 150 python -m scratchcap.parity
+step benchmarks 210 python benchmarks/run.py --device all --quick --rounds 1 --json "$out/results-gpu.json"
+step training 90 python -m scratchcap.train --device gpu --shapes-images 300,40,20 --data-dir "$out/shapes" \
+  --features "$out/shapes-features.h5" --epochs 2 --out "$out/run" --no-progress
+tail -n 40 "$log"
+exit $failed

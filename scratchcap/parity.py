@@ -1,0 +1,198 @@
+"""NumPy against CuPy on identical inputs: the proof that the GPU path computes what the CPU path does.
+
+    python -m scratchcap.parity [--weights weights/vgg16_imagenet.h5] [--images DIR]
+
+It compares, in float32 (rtol 1e-4) and float64 (rtol 1e-10):
+- every layer of scratchcap.ops, forward and backward, on the gradient-check cases;
+- one training step of each decoder (loss and every gradient) and one Adam step;
+- beam-3 decoding (the same words);
+- VGG-16 block5_conv3 features of images: the photos in --images (default: the
+  Flickr8k folder next to the checkout, where present), else generated ones.
+
+The error of an array is max|a - b| / max|a|, so that tiny entries of a large
+gradient do not dominate. The test suite runs the same checks where CuPy and a
+GPU are present (tests/test_gpu_parity.py); this command needs no pytest.
+Exit status: 0 all within tolerance, 1 some are not, 2 no usable GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy
+
+RTOL = {"float32": 1e-4, "float64": 1e-10}
+FLICKR8K_IMAGES = os.path.join("..", "shared", "flickr8k", "Flicker8k_Dataset")
+
+
+def relative_error(a, b) -> float:
+    """max|a - b| / max|a| (0 for two all-zero arrays); either may be NumPy or CuPy."""
+    from .backend import to_numpy
+
+    a, b = (numpy.asarray(to_numpy(x), dtype=numpy.float64) for x in (a, b))
+    if a.shape != b.shape:
+        return float("inf")
+    scale = float(numpy.abs(a).max()) if a.size else 0.0
+    diff = float(numpy.abs(a - b).max()) if a.size else 0.0
+    return diff / scale if scale > 0 else diff
+
+
+def _flat(x):
+    if x is None:
+        return []
+    if isinstance(x, (tuple, list)):
+        return [y for v in x for y in _flat(v)]
+    if isinstance(x, dict):
+        return [y for k in sorted(x) for y in _flat(x[k])]
+    return [x]
+
+
+def _cast(a, dtype):
+    return a.astype(dtype) if getattr(a, "dtype", None) is not None and a.dtype.kind == "f" else a
+
+
+def layer_parity(other, dtype="float32"):
+    """[(case, error)] for every layer case: NumPy against ``other`` (cupy; numpy checks the plumbing)."""
+    from .gradcheck_cases import layer_cases
+
+    rows = []
+    ref_cases, other_cases = layer_cases(numpy), layer_cases(other)
+    for ref, oth in zip(ref_cases, other_cases):
+        rng = numpy.random.default_rng(7)
+        errs = []
+        outs = {}
+        for case, xp in ((ref, numpy), (oth, other)):
+            inputs = [_cast(a, dtype) for a in case.inputs]
+            kwargs = {k: _cast(v, dtype) for k, v in case.kwargs.items()}
+            out, cache = case.forward(*inputs, **kwargs)
+            outs[xp] = (out, cache)
+        out_ref, cache_ref = outs[numpy]
+        out_oth, cache_oth = outs[other]
+        for a, b in zip(_flat(out_ref), _flat(out_oth)):
+            errs.append(relative_error(a, b))
+        douts = tuple(rng.standard_normal(o.shape).astype(dtype) for o in _flat(out_ref))
+        single = not isinstance(out_ref, tuple)
+        g_ref = ref.backward(douts[0] if single else douts, cache_ref)
+        d_oth = tuple(other.asarray(d) for d in douts)
+        g_oth = oth.backward(d_oth[0] if single else d_oth, cache_oth)
+        for a, b in zip(_flat(g_ref), _flat(g_oth)):
+            errs.append(relative_error(a, b))
+        rows.append((ref.name, max(errs)))
+    return rows
+
+
+def decoder_parity(other, dtype="float32"):
+    """[(what, error)] for a training step of each decoder, one Adam step and beam-3 decoding."""
+    from .backend import to_device
+    from .data import Vocabulary
+    from .decode import beam_search
+    from .models import MODELS
+    from .optim import Adam
+
+    device = "cpu" if other is numpy else "gpu"
+    rows = []
+    rng = numpy.random.default_rng(3)
+    N, T, L, V = 4, 6, 9, 30
+    cfg = dict(D=16, E=12, H=10, A=8, V=V, dropout=0.3, feature_scale=0.5, **{"lambda": 0.5})
+    caps = numpy.zeros((N, T + 1), dtype=numpy.int64)
+    caps[:, 0] = 1
+    for n in range(N):
+        k = int(rng.integers(2, T + 1))
+        caps[n, 1:k] = rng.integers(3, V, size=k - 1)
+        caps[n, k] = 2
+    batch = dict(features=rng.standard_normal((N, L, 16)).astype(dtype), captions=caps, mask=caps[:, 1:] != 0)
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + [f"w{k}" for k in range(V - 4)])
+    for name, model in sorted(MODELS.items()):
+        params = model.init_params(cfg, numpy.random.default_rng(1), dtype)
+        p_oth = to_device(params, device)
+        b_oth = {k: to_device(v, device) for k, v in batch.items()}
+        loss_r, g_r, _ = model.loss_and_grads(params, batch, cfg, numpy.random.default_rng(5))
+        loss_o, g_o, _ = model.loss_and_grads(p_oth, b_oth, cfg, numpy.random.default_rng(5))
+        rows.append((f"{name} loss", relative_error(numpy.array(loss_r), numpy.array(loss_o))))
+        rows.append((f"{name} gradients", max(relative_error(g_r[k], g_o[k]) for k in sorted(g_r))))
+        opt_r, opt_o = Adam(lr=1e-2), Adam(lr=1e-2)
+        opt_r.step(params, g_r)
+        opt_o.step(p_oth, g_o)
+        rows.append((f"{name} Adam step", max(relative_error(params[k], p_oth[k]) for k in sorted(params))))
+        words_r = [r["words"] for r in beam_search(model, params, batch["features"], cfg, vocab, beam=3,
+                                                   max_length=T)]
+        words_o = [r["words"] for r in beam_search(model, p_oth, b_oth["features"], cfg, vocab, beam=3,
+                                                   max_length=T)]
+        rows.append((f"{name} beam-3 words", 0.0 if words_r == words_o else float("inf")))
+    return rows
+
+
+def vgg_parity(other, weights=None, images=None, count=4):
+    """[(what, error)]: block5_conv3 features of ``count`` images on NumPy and on ``other``."""
+    from .images import load_image
+    from .vgg16 import VGG16
+
+    device = "cpu" if other is numpy else "gpu"
+    paths = []
+    if images and os.path.isdir(images):
+        paths = sorted(os.path.join(images, f) for f in os.listdir(images)
+                       if f.lower().endswith((".jpg", ".jpeg", ".png")))[:count]
+    if paths:
+        pics, what = [load_image(p) for p in paths], f"{len(paths)} photos from {images}"
+    else:
+        from PIL import Image, ImageDraw
+        pics = []
+        for k in range(count):
+            im = Image.new("RGB", (160 + 16 * k, 120), (30 * k, 120, 200 - 30 * k))
+            ImageDraw.Draw(im).ellipse((20, 10 + 5 * k, 100, 90), fill=(250, 200 - 40 * k, 20))
+            pics.append(im)
+        what = f"{count} generated images"
+    if weights and os.path.exists(weights):
+        ref, oth = VGG16.load(weights), VGG16.load(weights, device=device)
+        what += ", ImageNet weights"
+    else:
+        from .weights.format import layer_shapes
+        rng = numpy.random.default_rng(0)
+        layers = {n: ((rng.standard_normal(k) * numpy.sqrt(2 / (9 * k[2]))).astype(numpy.float32),
+                      numpy.zeros(b, numpy.float32)) for n, (k, b) in layer_shapes().items()}
+        attrs = dict(preprocessing="caffe", channel_order="BGR", input_scale=255.0,
+                     mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0))
+        from .backend import to_device
+        ref, oth = VGG16(layers, attrs), VGG16(to_device(layers, device), attrs)
+        what += ", random weights"
+    x = ref.preprocess(pics, size=224)
+    a = ref.forward(x)["block5_conv3"]
+    b = oth.forward(other.asarray(x))["block5_conv3"]
+    return [(f"VGG-16 block5_conv3 ({what})", relative_error(a, b))]
+
+
+def run_all(other, weights=None, images=None, log=print):
+    """Every check in float32 and float64 (VGG-16 in float32). Returns [(what, dtype, error, ok)]."""
+    rows = []
+    for dtype in ("float32", "float64"):
+        for what, err in layer_parity(other, dtype) + decoder_parity(other, dtype):
+            rows.append((what, dtype, err, err <= RTOL[dtype]))
+            log(f"{'ok ' if rows[-1][3] else 'BAD'} {dtype:<8} {err:9.2e}  {what}")
+    for what, err in vgg_parity(other, weights, images):
+        rows.append((what, "float32", err, err <= RTOL["float32"]))
+        log(f"{'ok ' if rows[-1][3] else 'BAD'} float32  {err:9.2e}  {what}")
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m scratchcap.parity", description="NumPy against CuPy, layer by layer.")
+    p.add_argument("--weights", default=os.path.join("weights", "vgg16_imagenet.h5"),
+                   help="VGG-16 weights (random ones where the file is missing)")
+    p.add_argument("--images", default=FLICKR8K_IMAGES, help="a folder of photos for the VGG-16 check")
+    args = p.parse_args(argv)
+    from .backend import gpu_status
+    ok, reason = gpu_status()
+    if not ok:
+        print(f"no usable GPU: {reason}", file=sys.stderr)
+        return 2
+    import cupy
+    rows = run_all(cupy, args.weights, args.images)
+    bad = [r for r in rows if not r[3]]
+    print(f"{len(rows) - len(bad)} of {len(rows)} checks within tolerance (float32 rtol {RTOL['float32']:g}, "
+          f"float64 rtol {RTOL['float64']:g})")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""benchmarks/run.py runs every case end to end on tiny shapes (a smoke test; timings are never asserted)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scratchcap.backend import gpu_status
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = os.path.join(ROOT, "benchmarks", "run.py")
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, RUN, *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+def test_every_case_runs_on_the_cpu_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = _run("--small", "--quick", "--rounds", "1", "--threads", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.load(open(out))
+    cases = {r["case"] for r in data["results"]}
+    assert cases == {"gemm", "conv:block1_conv2", "conv:block3_conv2", "conv:block5_conv2", "attention", "gru_step",
+                     "lstm_step", "output", "vgg16", "decoder", "beam"}
+    numpy_rows = [r for r in data["results"] if r["library"] == "numpy"]
+    assert len(numpy_rows) == len(cases) and all(r["median_s"] > 0 for r in numpy_rows)
+    assert data["info"]["small"] is True and data["info"]["threads"] == 1
+    has_torch = any(r["library"] == "torch" for r in data["results"])
+    assert has_torch == (data["info"]["torch"] is not None)
+    if has_torch:
+        assert all(r["time_vs_reference"] is not None for r in numpy_rows)
+    assert "median ms" in proc.stdout
+
+
+@pytest.mark.skipif(gpu_status()[0], reason="a GPU is present")
+def test_gpu_benchmarks_without_a_gpu_say_why():
+    proc = _run("--device", "gpu", "--small")
+    assert proc.returncode == 2
+    assert "CuPy" in proc.stdout + proc.stderr

@@ -133,3 +133,14 @@ def test_dropout_is_reproducible_and_keeps_the_expectation():
     assert abs((a == 0).mean() - 0.25) < 0.02
     same, _ = ops.dropout_forward(x, 0.25, np.random.default_rng(3), train=False)
     assert same is x
+
+
+def test_max_pool2d_backward_gives_a_tied_window_to_its_first_max():
+    x = np.zeros((1, 4, 4, 2))
+    x[0, 2, 3, 1] = x[0, 3, 2, 1] = 5.0  # window (1, 1) of channel 1: a tie between offsets 1 and 2
+    out, cache = ops.max_pool2d_forward(x)
+    dout = np.arange(1.0, 9.0).reshape(1, 2, 2, 2)
+    (dx,) = ops.max_pool2d_backward(dout, cache)
+    assert dx.sum() == dout.sum()  # every window passes its gradient on exactly once
+    np.testing.assert_array_equal(dx[0, ::2, ::2, 0], dout[0, :, :, 0])  # all-zero windows: offset 0
+    assert dx[0, 2, 3, 1] == dout[0, 1, 1, 1] and dx[0, 3, 2, 1] == 0.0

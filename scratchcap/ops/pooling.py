@@ -13,7 +13,11 @@ from .conv import _window
 
 
 def max_pool2d_forward(x, *, size: int = 2, stride: int = 2):
-    """Returns (out, cache). Loops over the size*size window offsets, not over pixels."""
+    """Returns (out, cache). Loops over the size*size window offsets, not over pixels.
+
+    The forward pass only takes maxima (VGG-16 inference needs nothing more);
+    the cache keeps x and out, and the backward finds which offset held each max.
+    """
     _checks.floats("max_pool2d", x=x)
     _checks.ndim("max_pool2d", "x", x, 4, "N, H, W, C")
     N, H, W, C = x.shape
@@ -23,23 +27,27 @@ def max_pool2d_forward(x, *, size: int = 2, stride: int = 2):
     xp = get_array_module(x)
     Ho, Wo = (H - size) // stride + 1, (W - size) // stride + 1
     out = x[:, _window(0, Ho, stride), _window(0, Wo, stride), :].copy()
-    arg = xp.zeros(out.shape, dtype=xp.int32)
     for k in range(1, size * size):
         i, j = divmod(k, size)
-        s = x[:, _window(i, Ho, stride), _window(j, Wo, stride), :]
-        better = s > out
-        xp.copyto(out, s, where=better)
-        arg[better] = k
-    return out, (x.shape, arg, size, stride)
+        xp.maximum(out, x[:, _window(i, Ho, stride), _window(j, Wo, stride), :], out=out)
+    return out, (x, out, size, stride)
 
 
 def max_pool2d_backward(dout, cache):
-    """dout (N, Ho, Wo, C) -> (dx (N, H, W, C),); each window's max receives its gradient."""
-    x_shape, arg, size, stride = cache
+    """dout (N, Ho, Wo, C) -> (dx (N, H, W, C),); each window's max receives its gradient.
+
+    Where a window holds its max twice, the first offset (row-major) takes it, as in PyTorch.
+    """
+    x, out, size, stride = cache
     xp = get_array_module(dout)
     _, Ho, Wo, _ = dout.shape
-    dx = xp.zeros(x_shape, dtype=dout.dtype)
+    dx = xp.zeros(x.shape, dtype=dout.dtype)
+    taken = xp.zeros(out.shape, dtype=bool)
     for k in range(size * size):
         i, j = divmod(k, size)
-        dx[:, _window(i, Ho, stride), _window(j, Wo, stride), :] += dout * (arg == k)
+        window = (slice(None), _window(i, Ho, stride), _window(j, Wo, stride), slice(None))
+        here = x[window] == out
+        here &= ~taken
+        taken |= here
+        dx[window] += dout * here
     return (dx,)

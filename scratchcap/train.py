@@ -34,7 +34,7 @@ from .optim import Adam, clip_grad_norm
 DEFAULTS = dict(dataset="shapes", data_dir=None, model="gru-attention", embed=256, hidden=256, attention=128,
                 epochs=None, batch_size=64, lr=None, lam=0.0, dropout=0.3, feature_norm=None, max_length=20,
                 min_count=5, seed=0, image_size=None, layer="block5_conv3", clip=5.0, lr_decay=0.5, decay_patience=2, patience=5,
-                checkpoint_every=100, bucket=False, val_images=None, shapes_images=(2000, 200, 200))
+                checkpoint_every=100, keep_epochs=False, bucket=False, val_images=None, shapes_images=(2000, 200, 200))
 
 
 class TrainingError(RuntimeError):
@@ -75,6 +75,8 @@ def build_parser():
     p.add_argument("--patience", type=int, default=d["patience"], help="epochs without a better CIDEr before stopping")
     p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
                    help="also save checkpoint-last.h5 every N batches")
+    p.add_argument("--keep-epochs", action="store_true",
+                   help="also keep checkpoint-epoch-N.h5 after every epoch (to average with scratchcap.release)")
     p.add_argument("--bucket", action="store_true", help="batch captions of similar length together")
     p.add_argument("--shapes-images", type=lambda s: tuple(int(x) for x in s.split(",")),
                    default=d["shapes_images"], metavar="TRAIN,DEV,TEST", help="size of the generated shapes splits")
@@ -348,6 +350,8 @@ def train(args, log=_log):
                 optimizer.lr *= cfg["lr_decay"]
             log(f"no better CIDEr for {progress['bad_epochs']} epoch(s); learning rate {optimizer.lr:g}")
         save("checkpoint-last.h5", progress)
+        if cfg.get("keep_epochs"):
+            save(f"checkpoint-epoch-{epoch + 1}.h5", progress)
         if progress["bad_epochs"] >= cfg["patience"]:
             stopped_early = True
             log(f"stopping early: CIDEr has not improved for {cfg['patience']} epochs")

@@ -143,3 +143,22 @@ def test_release_keeps_what_captioning_needs_in_float16(tiny_checkpoint, tmp_pat
     for k in orig["params"]:
         np.testing.assert_allclose(rel["params"][k], orig["params"][k], rtol=1e-3, atol=1e-3)
     assert "caffe" in rel["attrs"]["preprocessing"]
+
+
+def test_release_averages_checkpoints_of_one_model_and_refuses_others(tiny_checkpoint, tmp_path, capsys):
+    from scratchcap.checkpoint import load_checkpoint, save_checkpoint
+    from scratchcap.release import main as release_main
+
+    root, paths, _ = tiny_checkpoint
+    a = load_checkpoint(paths["gru-attention"])
+    shifted = {k: v + 0.5 for k, v in a["params"].items()}
+    b_path = save_checkpoint(tmp_path / "b.h5", model=a["model"], params=shifted, config=a["config"], vocab=VOCAB)
+    out = tmp_path / "avg.h5"
+    assert release_main([str(paths["gru-attention"]), str(b_path), "--out", str(out), "--dtype", "float32"]) == 0
+    avg = load_checkpoint(out)
+    for k, v in a["params"].items():
+        np.testing.assert_allclose(avg["params"][k], v + 0.25, rtol=1e-6, atol=1e-6)
+    assert "b.h5" in avg["attrs"]["released_from"]
+    assert release_main([str(paths["gru-attention"]), str(paths["lstm-noattention"]), "--out",
+                         str(tmp_path / "bad.h5")]) == 2
+    assert "not the same model" in capsys.readouterr().err and not (tmp_path / "bad.h5").exists()

@@ -55,8 +55,10 @@ def test_feature_norm_rms_records_the_scale_of_the_train_features(workspace):
 
     root, weights = workspace
     out = root / "rms"
-    assert train_module.main(_args(root, weights, out, "--epochs", "1", "--feature-norm", "rms")) == 0
+    assert train_module.main(_args(root, weights, out, "--epochs", "1", "--feature-norm", "rms",
+                                   "--keep-epochs")) == 0
     cfg = load_checkpoint(out / "checkpoint-last.h5")["config"]
+    assert load_checkpoint(out / "checkpoint-epoch-1.h5")["progress"]["epoch"] == 1
     records = train_module.prepare_data(dict(cfg, progress=False), log=lambda *_: None)["train"]
     with h5py.File(root / "cache.h5", "r") as f:
         failed = set(f.attrs.get("failed", []))

@@ -123,9 +123,7 @@ class VGG16:
                 x, _ = ops.max_pool2d_forward(x)
             else:
                 kernel, bias = self.params[name]
-                x, _ = ops.conv2d_forward(x, kernel, bias, workspace=self.workspace)
-                xp = get_array_module(x)
-                xp.maximum(x, 0, out=x)  # ReLU in place: x is this layer's own output
+                x, _ = ops.conv2d_forward(x, kernel, bias, workspace=self.workspace, relu=True)
             if name in wanted:
                 out[name] = x
                 if len(out) == len(wanted):

@@ -144,3 +144,25 @@ def test_max_pool2d_backward_gives_a_tied_window_to_its_first_max():
     assert dx.sum() == dout.sum()  # every window passes its gradient on exactly once
     np.testing.assert_array_equal(dx[0, ::2, ::2, 0], dout[0, :, :, 0])  # all-zero windows: offset 0
     assert dx[0, 2, 3, 1] == dout[0, 1, 1, 1] and dx[0, 3, 2, 1] == 0.0
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 30, 2000])  # one GEMM for the batch; image by image in row blocks
+@pytest.mark.parametrize("stride,padding", [(1, "same"), (2, "valid")])
+def test_conv2d_workspace_and_fused_relu_equal_the_plain_layer(monkeypatch, block_bytes, stride, padding):
+    from scratchcap.ops import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "BLOCK_BYTES", block_bytes)
+    rng = _rng()
+    x, w, b = rng.standard_normal((2, 9, 7, 3)), rng.standard_normal((3, 3, 3, 4)), rng.standard_normal(4)
+    plain, cache = ops.conv2d_forward(x, w, b, stride=stride, padding=padding)
+    assert cache is not None
+    ws = ops.Workspace()
+    for _ in range(2):  # the second call reuses the buffers
+        blocked, _ = ops.conv2d_forward(x, w, b, stride=stride, padding=padding, workspace=ws)
+        np.testing.assert_allclose(blocked, plain, rtol=1e-12, atol=1e-12)
+        fused, none = ops.conv2d_forward(x, w, b, stride=stride, padding=padding, workspace=ws, relu=True)
+        np.testing.assert_allclose(fused, np.maximum(plain, 0), rtol=1e-12, atol=1e-12)
+        assert none is None
+    fused, none = ops.conv2d_forward(x, w, b, stride=stride, padding=padding, relu=True)
+    np.testing.assert_allclose(fused, np.maximum(plain, 0), rtol=1e-12, atol=1e-12)
+    assert none is None

@@ -117,13 +117,15 @@ def col2im(dcols, x_shape, stride: int, pads):
 BLOCK_BYTES = 8 << 20
 
 
-def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None):
+def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None, relu=False):
     """Returns (out, cache) with out (N, Ho, Wo, F).
 
     x (N, H, W, C), w (KH, KW, C, F), b (F,); padding is 'same', 'valid' or an int.
     The cache keeps x, not the columns, so a forward pass holds only one column
     buffer at a time; the backward rebuilds them. With a ``Workspace``, the
     columns are built in blocks of output rows into reused buffers (inference).
+    ``relu=True`` (inference) applies max(out, 0) to each block while it is still
+    in cache, and returns no cache: there is no backward through the fused pair.
     """
     _checks.floats("conv2d", x=x, w=w, b=b)
     _checks.ndim("conv2d", "x", x, 4, "N, H, W, C")
@@ -150,7 +152,9 @@ def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None):
         cols = im2col(x, kh, kw, stride, pads, (Ho, Wo))
         out = cols.reshape(N * Ho * Wo, kh * kw * c) @ w2
         out += b
-        return out.reshape(N, Ho, Wo, f), (x, w, stride, pads)
+        if relu:
+            xp.maximum(out, 0, out=out)
+        return out.reshape(N, Ho, Wo, f), (None if relu else (x, w, stride, pads))
 
     xpad = _pad(x, pads, workspace)
     out = xp.empty((N, Ho, Wo, f), dtype=x.dtype)
@@ -168,7 +172,9 @@ def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None):
         target = out[images, r0:r1].reshape(n * (r1 - r0) * Wo, f)
         xp.matmul(cols.reshape(-1, kh * kw * c), w2, out=target)
         target += b
-    return out, (x, w, stride, pads)
+        if relu:
+            xp.maximum(target, 0, out=target)
+    return out, (None if relu else (x, w, stride, pads))
 
 
 def conv2d_backward(dout, cache):

@@ -53,7 +53,8 @@ def build_parser():
     p.add_argument("--embed", type=int, default=d["embed"], help="embedding and encoder size E")
     p.add_argument("--hidden", type=int, default=d["hidden"], help="recurrent state size H")
     p.add_argument("--attention", type=int, default=d["attention"], help="attention size A")
-    p.add_argument("--epochs", type=int, default=d["epochs"], help="most epochs to train (default 15; 20 on shapes)")
+    p.add_argument("--epochs", type=int, default=d["epochs"],
+                   help="most epochs to train (default 15; 20 on shapes); with --resume, extends a run")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="captions per batch")
     p.add_argument("--lr", type=float, default=d["lr"],
                    help="Adam learning rate (default 4e-4; 1e-3 on shapes, whose small vocabulary trains fast)")
@@ -228,6 +229,9 @@ def train(args, log=_log):
         resume = load_checkpoint(os.path.join(args.resume, "checkpoint-last.h5"))
         cfg = resume["config"]
         run_dir = args.resume
+        if args.epochs is not None:  # a finished run can be extended; nothing else may change
+            cfg["epochs"] = args.epochs
+        cfg["keep_epochs"] = cfg.get("keep_epochs") or args.keep_epochs
     else:
         cfg = _config_from_args(args)
         run_dir = _run_dir(cfg, args.out)

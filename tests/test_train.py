@@ -162,3 +162,15 @@ def test_help_explains_every_option(capsys):
                    "--batch-size", "--lr", "--lambda", "--max-length", "--min-count", "--out", "--resume",
                    "--device"):
         assert option in out
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(workspace):
+    root, weights = workspace
+    out = root / "extend"
+    assert train_module.main(_args(root, weights, out, "--epochs", "1")) == 0
+    assert train_module.main(["--resume", str(out), "--epochs", "2", "--keep-epochs", "--no-progress",
+                              "--device", "cpu"]) == 0
+    assert [json.loads(x)["epoch"] for x in open(out / "metrics.jsonl")] == [1, 2]
+    last = load_checkpoint(out / "checkpoint-last.h5")
+    assert last["progress"]["epoch"] == 2 and last["config"]["epochs"] == 2
+    assert (out / "checkpoint-epoch-2.h5").exists() and not (out / "checkpoint-epoch-1.h5").exists()

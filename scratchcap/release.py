@@ -57,7 +57,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m scratchcap.release", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", nargs="+",
                    help="checkpoint to release (usually runs/NAME/checkpoint-best.h5); several are averaged")
-    p.add_argument("--out", required=True, help="the file to write, e.g. weights/flickr8k-gru-attention.h5")
+    p.add_argument("--out", required=True, help="the file to write, e.g. weights/flickr8k-lstm-attention.h5")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="parameter precision")
     args = p.parse_args(argv)
     try:

@@ -17,8 +17,10 @@ import argparse
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -399,10 +401,22 @@ def _plot(run_dir, history_path, batch_losses):
              line_plot(bleu, "validation BLEU-4", "epoch", "BLEU-4"))
 
 
+def _stop_on_sigterm():
+    """Make SIGTERM (kill, a job scheduler) stop a run the way Ctrl-C does: saved, and resumable."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from .memory import keep_freed_memory
     keep_freed_memory()
+    previous = _stop_on_sigterm()
     try:
         run_dir, summary = train(args)
     except (DatasetError, CheckpointError, TrainingError, DeviceUnavailableError, ValueError, KeyError,
@@ -411,6 +425,9 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     keys = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "exact", "grounding",
             "grounding_chance"]
     print("validation (best checkpoint, greedy): " + ", ".join(f"{k} {summary[k]:.3f}" for k in keys if summary.get(k) is not None))

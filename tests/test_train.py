@@ -174,3 +174,27 @@ def test_resume_with_more_epochs_extends_a_finished_run(workspace):
     last = load_checkpoint(out / "checkpoint-last.h5")
     assert last["progress"]["epoch"] == 2 and last["config"]["epochs"] == 2
     assert (out / "checkpoint-epoch-2.h5").exists() and not (out / "checkpoint-epoch-1.h5").exists()
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_saving_where_it_was(workspace, monkeypatch, capsys):
+    import signal
+
+    root, weights = workspace
+    out = root / "terminated"
+    real = train_module.get_model("gru-attention").loss_and_grads
+    calls = []
+
+    def terminate_at_the_fifth_batch(p, batch, cfg, rng=None, train=True):
+        if train:
+            calls.append(1)
+            if len(calls) == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real(p, batch, cfg, rng, train)
+
+    monkeypatch.setattr(train_module.get_model("gru-attention"), "loss_and_grads", terminate_at_the_fifth_batch)
+    before = signal.getsignal(signal.SIGTERM)
+    assert train_module.main(_args(root, weights, out, "--checkpoint-every", "0")) == 130
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    assert "--resume" in capsys.readouterr().out
+    progress = load_checkpoint(out / "checkpoint-last.h5")["progress"]
+    assert (progress["epoch"], progress["batch"]) == (0, 4)  # the batch that was stopped is not counted

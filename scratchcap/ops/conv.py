@@ -92,11 +92,19 @@ def im2col(x, kh: int, kw: int, stride: int, pads, out_hw, out=None):
 
 
 def _fill_cols(cols, xpad, stride):
-    """cols[:, :, :, i, j, :] = the (i, j)-shifted, strided view of the padded input."""
-    _, Ho, Wo, kh, kw, _ = cols.shape
+    """cols[:, :, :, i, j, :] = the (i, j)-shifted, strided view of the padded input.
+
+    One copy per kernel row i: a strided view of (N, Ho, Wo, KW, C) windows, whose
+    (KW, C) axes are KW*C contiguous floats at stride 1, so the copy moves runs of
+    KW*C values instead of C (3 for the first VGG-16 layer).
+    """
+    xp = get_array_module(xpad)
+    N, Ho, Wo, kh, kw, C = cols.shape
     for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, i, j, :] = xpad[:, _window(i, Ho, stride), _window(j, Wo, stride), :]
+        rows = xpad[:, _window(i, Ho, stride)]
+        s = rows.strides
+        cols[:, :, :, i] = xp.lib.stride_tricks.as_strided(
+            rows, shape=(N, Ho, Wo, kw, C), strides=(s[0], s[1], s[2] * stride, s[2], s[3]))
 
 
 def col2im(dcols, x_shape, stride: int, pads):

@@ -365,7 +365,8 @@ def gpu_info(lib):
     if lib == "cupy":
         import cupy
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-        return dict(gpu=props["name"].decode(), cupy=cupy.__version__, cuda_runtime=cupy.cuda.runtime.runtimeGetVersion())
+        return dict(gpu=props["name"].decode(), cupy=cupy.__version__,
+                    cuda_runtime=cupy.cuda.runtime.runtimeGetVersion())
     if lib == "torch-cuda":
         import torch
         return dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda)

@@ -1,4 +1,4 @@
-"""python -m scratchcap.release CKPT [CKPT ...] --out weights/flickr8k-<model>.h5: a small file to ship a trained model in.
+"""python -m scratchcap.release CKPT [CKPT ...] --out weights/flickr8k-<model>.h5: a small file to ship a model in.
 
 Keeps the parameters (float16 by default), the vocabulary, the configuration and
 the preprocessing the VGG-16 weights expect; drops the optimizer state and the

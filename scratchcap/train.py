@@ -35,8 +35,9 @@ from .optim import Adam, clip_grad_norm
 
 DEFAULTS = dict(dataset="shapes", data_dir=None, model="gru-attention", embed=256, hidden=256, attention=128,
                 epochs=None, batch_size=64, lr=None, lam=0.0, dropout=0.3, feature_norm=None, max_length=20,
-                min_count=5, seed=0, image_size=None, layer="block5_conv3", clip=5.0, lr_decay=0.5, decay_patience=2, patience=5,
-                checkpoint_every=100, keep_epochs=False, bucket=False, val_images=None, shapes_images=(2000, 200, 200))
+                min_count=5, seed=0, image_size=None, layer="block5_conv3", clip=5.0, lr_decay=0.5, decay_patience=2,
+                patience=5, checkpoint_every=100, keep_epochs=False, bucket=False, val_images=None,
+                shapes_images=(2000, 200, 200))
 
 
 class TrainingError(RuntimeError):

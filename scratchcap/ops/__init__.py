@@ -33,4 +33,5 @@ LAYERS = (
     "tanh", "temporal_cross_entropy",
 )
 
-__all__ = [f"{name}_{half}" for name in LAYERS for half in ("forward", "backward")] + ["LAYERS", "Workspace", "attend_features_grad"]
+__all__ = [f"{name}_{half}" for name in LAYERS for half in ("forward", "backward")]
+__all__ += ["LAYERS", "Workspace", "attend_features_grad"]  # the last: for decoders that hoist it out of time

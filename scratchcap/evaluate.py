@@ -29,7 +29,15 @@ from .weights import WeightFileError
 COLUMNS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 
 
-def _features_for(ckpt, records, device, log):
+def _bar(total, desc, unit, progress):
+    """A tqdm bar with rate and ETA on stderr, or None."""
+    if not progress:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+
+
+def _features_for(ckpt, records, device, log, progress=False):
     """(N, L, D) float32 for records, from the cache when it can serve them, else from VGG-16."""
     cfg = ckpt["config"]
     path = cfg.get("features")
@@ -49,13 +57,18 @@ def _features_for(ckpt, records, device, log):
 
     cap = Captioner(ckpt, device=device, log=log)
     chunks = []
+    bar = _bar(len(records), f"VGG-16 {cfg['layer']}", "img", progress)
     for s in range(0, len(records), 16):
         images = [load_image(r.path) for r in records[s:s + 16]]
         chunks.append(to_numpy(cap.features(images)))
+        if bar is not None:
+            bar.update(len(images))
+    if bar is not None:
+        bar.close()
     return np.concatenate(chunks)
 
 
-def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", limit=None, log=print):
+def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", limit=None, log=print, progress=False):
     ckpt = load_checkpoint(ckpt_path)
     cfg = ckpt["config"]
     model, vocab = get_model(ckpt["model"]), Vocabulary.from_json(ckpt["vocabulary"])
@@ -66,12 +79,17 @@ def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", li
         records = records[:limit]
     if not records:
         raise DatasetError(f"the {split} split of {dataset} has no usable images")
-    feats = _features_for(ckpt, records, device, log)
+    feats = _features_for(ckpt, records, device, log, progress)
     params = to_device({k: v.astype(np.float32) for k, v in ckpt["params"].items()}, device)
     results = []
+    bar = _bar(len(records), f"decoding, beam {beam}", "img", progress)
     for s in range(0, len(records), 64):
         results += decode(model, params, to_device(feats[s:s + 64], device), cfg, vocab, beam=beam,
                           max_length=cfg["max_length"])
+        if bar is not None:
+            bar.update(min(64, len(records) - s))
+    if bar is not None:
+        bar.close()
     hyps = {r.image_id: " ".join(res["words"]) for r, res in zip(records, results)}
     scores = score({r.image_id: r.captions for r in records}, hyps)
     if dataset == "shapes":
@@ -91,6 +109,7 @@ def main(argv=None):
     p.add_argument("--limit", type=int, help="only the first N images of the split")
     p.add_argument("--json", help="write the scores here")
     p.add_argument("--results", help="write the captions here, COCO results format")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_device_argument(p)
     args = p.parse_args(argv)
     try:
@@ -103,7 +122,8 @@ def main(argv=None):
         table, captions = {}, {}
         for path in paths:
             table[path], captions[path] = evaluate(path, args.dataset, args.data_dir, args.split, args.beam, device,
-                                                   args.limit, log=lambda m: print(m, file=sys.stderr))
+                                                   args.limit, log=lambda m: print(m, file=sys.stderr),
+                                                   progress=not args.no_progress)
     except (CheckpointError, DatasetError, WeightFileError, DeviceUnavailableError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

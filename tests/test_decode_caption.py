@@ -162,3 +162,13 @@ def test_release_averages_checkpoints_of_one_model_and_refuses_others(tiny_check
     assert release_main([str(paths["gru-attention"]), str(paths["lstm-noattention"]), "--out",
                          str(tmp_path / "bad.h5")]) == 2
     assert "not the same model" in capsys.readouterr().err and not (tmp_path / "bad.h5").exists()
+
+
+def test_evaluate_shows_progress_unless_told_not_to(tiny_checkpoint, capsys):
+    root, paths, data = tiny_checkpoint
+    args = ["--checkpoint", str(paths["gru-attention"]), "--dataset", "shapes", "--data-dir", data, "--beam", "1"]
+    assert evaluate_cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "decoding, beam 1" in err and "100%" in err  # tqdm: count, rate and ETA on stderr
+    assert evaluate_cli.main(args + ["--no-progress"]) == 0
+    assert "decoding, beam 1" not in capsys.readouterr().err

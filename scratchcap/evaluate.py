@@ -30,11 +30,9 @@ COLUMNS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 
 
 def _bar(total, desc, unit, progress):
-    """A tqdm bar with rate and ETA on stderr, or None."""
-    if not progress:
-        return None
+    """A tqdm bar with rate and ETA on stderr; a silent one when progress is off."""
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=not progress)
 
 
 def _features_for(ckpt, records, device, log, progress=False):
@@ -61,10 +59,8 @@ def _features_for(ckpt, records, device, log, progress=False):
     for s in range(0, len(records), 16):
         images = [load_image(r.path) for r in records[s:s + 16]]
         chunks.append(to_numpy(cap.features(images)))
-        if bar is not None:
-            bar.update(len(images))
-    if bar is not None:
-        bar.close()
+        bar.update(len(images))
+    bar.close()
     return np.concatenate(chunks)
 
 
@@ -86,10 +82,8 @@ def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", li
     for s in range(0, len(records), 64):
         results += decode(model, params, to_device(feats[s:s + 64], device), cfg, vocab, beam=beam,
                           max_length=cfg["max_length"])
-        if bar is not None:
-            bar.update(min(64, len(records) - s))
-    if bar is not None:
-        bar.close()
+        bar.update(min(64, len(records) - s))
+    bar.close()
     hyps = {r.image_id: " ".join(res["words"]) for r, res in zip(records, results)}
     scores = score({r.image_id: r.captions for r in records}, hyps)
     if dataset == "shapes":

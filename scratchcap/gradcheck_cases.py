@@ -36,6 +36,11 @@ def _masks(rng, n, length, whole_rows_hidden: bool):
     return mask
 
 
+def _conv2d_winograd(x, w, b, **kwargs):
+    # The transformed kernel follows w, so that perturbing w moves the output.
+    return ops.conv2d_forward(x, w, b, winograd=ops.winograd_kernel(w), **kwargs)
+
+
 def layer_cases(xp, sizes=None, seed: int = 0):
     s = dict(SIZES, **(sizes or {}))
     N, T, L, D, E, H, A, V, C, F, S = (s[k] for k in "N T L D E H A V C F S".split())
@@ -79,6 +84,10 @@ def layer_cases(xp, sizes=None, seed: int = 0):
              [r(N, S + 1, S, C), r(3, 2, C, F), r(F)], dict(stride=2, padding="same")),
         Case("conv2d padding 1", ops.conv2d_forward, ops.conv2d_backward,
              [r(N, S, S, C), r(2, 2, C, F), r(F)], dict(padding=1)),
+        Case("conv2d winograd", _conv2d_winograd, ops.conv2d_backward,
+             [r(N, S, S, C), r(3, 3, C, F), r(F)]),
+        Case("conv2d winograd valid", _conv2d_winograd, ops.conv2d_backward,
+             [r(N, S + 1, S + 2, C), r(3, 3, C, F), r(F)], dict(padding="valid")),
         Case("max_pool2d", ops.max_pool2d_forward, ops.max_pool2d_backward,
              [distinct(N, 2 * S, 2 * S - 1, C)]),
         Case("max_pool2d size 3 stride 2", ops.max_pool2d_forward, ops.max_pool2d_backward,

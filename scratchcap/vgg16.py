@@ -26,6 +26,9 @@ LAYERS = (
     "block4_conv1", "block4_conv2", "block4_conv3", "block4_pool",
     "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool",
 )
+# Convolutions run by Winograd's F(2x2, 3x3) (ops/winograd.py): 2.25x fewer flops, measured
+# 1.3-1.8x faster from block2 on. In block1 (3 and 64 input channels) its GEMMs are too thin to pay.
+WINOGRAD_LAYERS = tuple(name for name in CONV_LAYERS if not name.startswith("block1_"))
 
 
 def to_rgb_image(image):
@@ -67,7 +70,7 @@ def resize_image(image, size: int = 224, crop: bool = False):
 class VGG16:
     """VGG-16 up to block5_pool. Parameters are {layer: (kernel HWIO, bias)} on one device."""
 
-    def __init__(self, layers: dict, attrs: dict):
+    def __init__(self, layers: dict, attrs: dict, winograd: bool = True):
         self.params = layers
         self.attrs = attrs
         self.preprocessing = str(attrs["preprocessing"])
@@ -76,12 +79,17 @@ class VGG16:
         self.mean = np.asarray(attrs["mean"], dtype=np.float32)
         self.std = np.asarray(attrs["std"], dtype=np.float32)
         self.workspace = ops.Workspace()
+        # Transformed kernels, made once: 16/9 the size of the kernels they come from.
+        self.winograd = {name: ops.winograd_kernel(layers[name][0]) for name in WINOGRAD_LAYERS} if winograd else {}
 
     @classmethod
-    def load(cls, path, device: str = "cpu", widths=VGG16_WIDTHS):
-        """Load and check a scratchcap weight file (see scratchcap.weights)."""
+    def load(cls, path, device: str = "cpu", widths=VGG16_WIDTHS, winograd: bool = True):
+        """Load and check a scratchcap weight file (see scratchcap.weights).
+
+        ``winograd=False`` runs every convolution by im2col, as a reference.
+        """
         layers, attrs = load_weights(path, widths=widths)
-        return cls(to_device(layers, device), attrs)
+        return cls(to_device(layers, device), attrs, winograd=winograd)
 
     @property
     def xp(self):
@@ -123,7 +131,8 @@ class VGG16:
                 x, _ = ops.max_pool2d_forward(x)
             else:
                 kernel, bias = self.params[name]
-                x, _ = ops.conv2d_forward(x, kernel, bias, workspace=self.workspace, relu=True)
+                x, _ = ops.conv2d_forward(x, kernel, bias, workspace=self.workspace, relu=True,
+                                          winograd=self.winograd.get(name))
             if name in wanted:
                 out[name] = x
                 if len(out) == len(wanted):

@@ -166,3 +166,78 @@ def test_conv2d_workspace_and_fused_relu_equal_the_plain_layer(monkeypatch, bloc
     fused, none = ops.conv2d_forward(x, w, b, stride=stride, padding=padding, relu=True)
     np.testing.assert_allclose(fused, np.maximum(plain, 0), rtol=1e-12, atol=1e-12)
     assert none is None
+
+
+@pytest.mark.parametrize("shape,padding", [
+    ((2, 8, 6, 3), "same"),   # whole tiles
+    ((1, 7, 5, 2), "same"),   # odd output: the last tiles are cut
+    ((2, 9, 8, 3), "valid"),
+    ((1, 6, 6, 1), 2),
+    ((1, 1, 1, 4), "same"),   # one pixel
+])
+def test_winograd_conv2d_matches_scipy_correlation(shape, padding):
+    rng = _rng()
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((3, 3, shape[3], 5))
+    b = rng.standard_normal(5)
+    u = ops.winograd_kernel(w)
+    assert u.shape == (16, shape[3], 5) and u.dtype == w.dtype
+    out, cache = ops.conv2d_forward(x, w, b, padding=padding, winograd=u)
+    pad = 1 if padding == "same" else 0 if padding == "valid" else padding
+    xpad = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    for n in range(shape[0]):
+        for f in range(5):
+            ref = sum(scipy_signal.correlate2d(xpad[n, :, :, c], w[:, :, c, f], mode="valid")
+                      for c in range(shape[3])) + b[f]
+            np.testing.assert_allclose(out[n, :, :, f], ref, rtol=1e-10, atol=1e-10)
+    assert out.flags.c_contiguous
+    # The backward does not care which algorithm ran the forward.
+    _, plain_cache = ops.conv2d_forward(x, w, b, padding=padding)
+    dout = rng.standard_normal(out.shape)
+    for got, want in zip(ops.conv2d_backward(dout, cache), ops.conv2d_backward(dout, plain_cache)):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("budgets", [(1 << 30, 1 << 30), (6000, 1), (40000, 3000)])  # whole batch; rows; images
+def test_winograd_blocks_and_workspace_equal_one_pass(monkeypatch, budgets):
+    from scratchcap.ops import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "WINOGRAD_BLOCK_BYTES", budgets[0])
+    monkeypatch.setattr(conv_module, "WINOGRAD_CHUNK_BYTES", budgets[1])
+    rng = _rng()
+    x = rng.standard_normal((3, 10, 12, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 4, 6)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    ref, _ = ops.conv2d_forward(x, w, b)
+    ws = ops.Workspace()
+    for _ in range(2):  # the second call reuses the buffers
+        got, cache = ops.conv2d_forward(x, w, b, workspace=ws, relu=True, winograd=ops.winograd_kernel(w))
+        assert got.dtype == np.float32 and cache is None
+        np.testing.assert_allclose(got, np.maximum(ref, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_winograd_refuses_what_it_cannot_compute():
+    rng = _rng()
+    x, b = rng.standard_normal((1, 6, 6, 2)), np.zeros(3)
+    w = rng.standard_normal((3, 3, 2, 3))
+    with pytest.raises(ValueError, match="3x3 kernel and stride 1"):
+        ops.conv2d_forward(x, w, b, stride=2, winograd=ops.winograd_kernel(w))
+    with pytest.raises(ValueError, match="3x3 kernel and stride 1"):
+        ops.conv2d_forward(x, np.zeros((5, 5, 2, 3)), b, winograd=ops.winograd_kernel(w))
+    with pytest.raises(ValueError, match=r"expected \(16, 2, 3\)"):
+        ops.conv2d_forward(x, w, b, winograd=ops.winograd_kernel(w[:, :, :, :2]))
+    with pytest.raises(ValueError, match="needs a 3x3 kernel"):
+        ops.winograd_kernel(np.zeros((5, 5, 2, 3)))
+
+
+def test_workspace_shares_scratch_by_tag_and_keeps_zeroed_buffers_by_shape():
+    ws = ops.Workspace()
+    a = ws.get(np, "t", (2, 3), np.float32)
+    b = ws.get(np, "t", (4, 5), np.float32)  # grows
+    c = ws.get(np, "t", (3,), np.float32)    # fits in what is there
+    assert a.shape == (2, 3) and b.shape == (4, 5) and c.shape == (3,) and np.shares_memory(b, c)
+    assert not np.shares_memory(b, ws.get(np, "u", (4, 5), np.float32))
+    assert ws.get(np, "t", (2,), np.float64).dtype == np.float64
+    z = ws.get(np, "pad", (2, 2), np.float32, zeros=True)
+    assert not z.any() and ws.get(np, "pad", (2, 2), np.float32, zeros=True) is z
+    assert ws.get(np, "pad", (2, 3), np.float32, zeros=True) is not z

@@ -69,9 +69,26 @@ def test_forward_stops_at_the_last_requested_layer(tiny, monkeypatch):
 def test_forward_with_row_blocks_equals_one_gemm(tiny, monkeypatch):
     x = np.random.default_rng(1).standard_normal((3, 40, 40, 3)).astype(np.float32)
     whole = tiny.forward(x, layers=("block3_conv3",))["block3_conv3"]
-    monkeypatch.setattr(vgg_module.ops.conv, "BLOCK_BYTES", 2000)  # forces blocks of a few rows
+    for name in ("BLOCK_BYTES", "WINOGRAD_BLOCK_BYTES", "WINOGRAD_CHUNK_BYTES"):
+        monkeypatch.setattr(vgg_module.ops.conv, name, 2000)  # forces blocks of a few rows
     blocked = VGG16(tiny.params, tiny.attrs).forward(x, layers=("block3_conv3",))["block3_conv3"]
     np.testing.assert_allclose(blocked, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_winograd_layers_equal_im2col(tiny, monkeypatch):
+    assert set(tiny.winograd) == set(vgg_module.WINOGRAD_LAYERS) and "block2_conv1" in tiny.winograd
+    calls = []
+    real = vgg_module.ops.conv2d_forward
+    monkeypatch.setattr(vgg_module.ops, "conv2d_forward",
+                        lambda *a, **k: calls.append(k["winograd"] is not None) or real(*a, **k))
+    x = np.random.default_rng(2).standard_normal((2, 32, 32, 3)).astype(np.float32) * 50
+    fast = tiny.forward(x, layers=("block5_conv3",))["block5_conv3"]
+    assert calls == [False, False] + [True] * 11
+    plain = VGG16(tiny.params, tiny.attrs, winograd=False)
+    assert plain.winograd == {}
+    ref = plain.forward(x, layers=("block5_conv3",))["block5_conv3"]
+    assert calls[13:] == [False] * 13
+    np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
 
 
 def test_preprocess_caffe_is_bgr_minus_the_mean(tiny):

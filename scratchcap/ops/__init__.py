@@ -26,6 +26,7 @@ from .loss import temporal_cross_entropy_backward, temporal_cross_entropy_forwar
 from .lstm import lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
 from .pooling import max_pool2d_backward, max_pool2d_forward
 from .softmax import log_softmax_backward, log_softmax_forward, softmax_backward, softmax_forward
+from .winograd import winograd_kernel
 
 LAYERS = (
     "additive_attention", "attend", "conv2d", "dropout", "embedding", "gru", "gru_step",
@@ -34,4 +35,5 @@ LAYERS = (
 )
 
 __all__ = [f"{name}_{half}" for name in LAYERS for half in ("forward", "backward")]
-__all__ += ["LAYERS", "Workspace", "attend_features_grad"]  # the last: for decoders that hoist it out of time
+# attend_features_grad: for decoders that hoist it out of time; winograd_kernel: conv2d's winograd= argument
+__all__ += ["LAYERS", "Workspace", "attend_features_grad", "winograd_kernel"]

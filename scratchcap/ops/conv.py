@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from . import _checks
+from .winograd import winograd_conv3x3
 
 
 def conv_output_size(size: int, k: int, stride: int, padding) -> tuple[int, int, int]:
@@ -46,23 +47,35 @@ def _window(start: int, count: int, stride: int) -> slice:
 
 
 class Workspace:
-    """Scratch buffers reused across calls, keyed by (tag, shape, dtype).
+    """Scratch buffers reused across calls.
 
     Writing into freshly allocated memory costs page faults; an inference loop
     (VGG-16 over thousands of images) passes one Workspace to every conv2d call
     so that the padded input and the im2col columns reuse the same memory.
+    Scratch of one tag shares one flat buffer, grown to the largest request, so
+    layers of different shapes do not each hold their own; ``zeros=True`` buffers
+    (whose border must stay zero) are kept per exact shape.
     """
 
     def __init__(self):
         self._buffers = {}
 
     def get(self, xp, tag: str, shape, dtype, zeros: bool = False):
-        key = (xp.__name__, tag, tuple(shape), str(dtype))
+        shape = tuple(int(n) for n in shape)
+        if zeros:
+            key = (xp.__name__, tag, shape, str(dtype))
+            buf = self._buffers.get(key)
+            if buf is None:
+                buf = self._buffers[key] = xp.zeros(shape, dtype=dtype)
+            return buf
+        size = 1
+        for n in shape:
+            size *= n
+        key = (xp.__name__, tag, str(dtype))
         buf = self._buffers.get(key)
-        if buf is None:
-            buf = (xp.zeros if zeros else xp.empty)(shape, dtype=dtype)
-            self._buffers[key] = buf
-        return buf
+        if buf is None or buf.size < size:
+            buf = self._buffers[key] = xp.empty(size, dtype=dtype)
+        return buf[:size].reshape(shape)
 
 
 def _pad(x, pads, workspace=None):
@@ -75,7 +88,9 @@ def _pad(x, pads, workspace=None):
     if workspace is None:
         xpad = xp.zeros(shape, dtype=x.dtype)
     else:
-        xpad = workspace.get(xp, "pad", shape, x.dtype, zeros=True)  # the border stays zero
+        # The border stays zero. Keyed by the pads too: another split of the same
+        # shape would find old interior values in its border.
+        xpad = workspace.get(xp, f"pad{pads}", shape, x.dtype, zeros=True)
     xpad[:, pt:pt + H, pl:pl + W, :] = x
     return xpad
 
@@ -123,9 +138,25 @@ def col2im(dcols, x_shape, stride: int, pads):
 # Largest im2col block (bytes) built at once when a Workspace is given; big enough for an
 # efficient GEMM, small enough to stay in cache and not to hold 9x the input in memory.
 BLOCK_BYTES = 8 << 20
+# Winograd: V and M of one batch of GEMMs (large: small GEMMs run slowly), and the
+# scratch of one input-transform chunk (small: it should stay in cache).
+WINOGRAD_BLOCK_BYTES = 64 << 20
+WINOGRAD_CHUNK_BYTES = 2 << 20
 
 
-def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None, relu=False):
+def _row_blocks(n_images, rows, row_bytes, budget):
+    """[(images, first row, end row)] covering the batch, each block within the budget where it can be.
+
+    Whole images, as many per block as fit; an image larger than the budget goes in blocks of rows.
+    """
+    per_block = budget // (rows * row_bytes)
+    if per_block >= 1:
+        return [(slice(n, min(n + per_block, n_images)), 0, rows) for n in range(0, n_images, per_block)]
+    step = max(1, budget // row_bytes)
+    return [(slice(n, n + 1), r, min(r + step, rows)) for n in range(n_images) for r in range(0, rows, step)]
+
+
+def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None, relu=False, winograd=None):
     """Returns (out, cache) with out (N, Ho, Wo, F).
 
     x (N, H, W, C), w (KH, KW, C, F), b (F,); padding is 'same', 'valid' or an int.
@@ -134,6 +165,8 @@ def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None, 
     columns are built in blocks of output rows into reused buffers (inference).
     ``relu=True`` (inference) applies max(out, 0) to each block while it is still
     in cache, and returns no cache: there is no backward through the fused pair.
+    ``winograd=winograd_kernel(w)`` (3x3 kernels, stride 1) computes the same
+    output by Winograd's F(2x2, 3x3) instead of im2col (see ops/winograd.py).
     """
     _checks.floats("conv2d", x=x, w=w, b=b)
     _checks.ndim("conv2d", "x", x, 4, "N, H, W, C")
@@ -154,6 +187,9 @@ def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None, 
             f"conv2d: x of shape {tuple(x.shape)} is smaller than the {kh}x{kw} kernel "
             f"with padding {padding!r}")
     pads = ((pt, pb), (pl, pr))
+    cache = None if relu else (x, w, stride, pads)
+    if winograd is not None:
+        return _winograd_forward(x, w, b, winograd, stride, pads, (Ho, Wo), workspace, relu), cache
     xp = get_array_module(x)
     w2 = w.reshape(kh * kw * c, f)
     if workspace is None:
@@ -162,17 +198,11 @@ def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None, 
         out += b
         if relu:
             xp.maximum(out, 0, out=out)
-        return out.reshape(N, Ho, Wo, f), (None if relu else (x, w, stride, pads))
+        return out.reshape(N, Ho, Wo, f), cache
 
     xpad = _pad(x, pads, workspace)
     out = xp.empty((N, Ho, Wo, f), dtype=x.dtype)
-    row_bytes = Wo * kh * kw * c * x.dtype.itemsize
-    if N * Ho * row_bytes <= BLOCK_BYTES:  # small maps: the whole batch in one GEMM
-        blocks = [(slice(None), 0, Ho)]
-    else:                                  # large maps: image by image, in blocks of rows
-        rows = max(1, BLOCK_BYTES // row_bytes)
-        blocks = [(slice(n, n + 1), r, min(r + rows, Ho)) for n in range(N) for r in range(0, Ho, rows)]
-    for images, r0, r1 in blocks:
+    for images, r0, r1 in _row_blocks(N, Ho, Wo * kh * kw * c * x.dtype.itemsize, BLOCK_BYTES):
         part = xpad[images, r0 * stride:(r1 - 1) * stride + kh]
         n = part.shape[0]
         cols = workspace.get(xp, "cols", (n, r1 - r0, Wo, kh, kw, c), x.dtype)
@@ -182,7 +212,31 @@ def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None, 
         target += b
         if relu:
             xp.maximum(target, 0, out=target)
-    return out, (None if relu else (x, w, stride, pads))
+    return out, cache
+
+
+def _winograd_forward(x, w, b, u, stride, pads, out_hw, workspace, relu):
+    kh, kw, c, f = w.shape
+    if (kh, kw) != (3, 3) or stride != 1:
+        raise ValueError(f"conv2d: winograd needs a 3x3 kernel and stride 1, got {kh}x{kw}, stride {stride}")
+    if tuple(u.shape) != (16, c, f) or u.dtype != w.dtype:
+        raise ValueError(
+            f"conv2d: winograd kernel has shape {tuple(u.shape)} ({u.dtype}); expected "
+            f"(16, {c}, {f}) ({w.dtype}) from winograd_kernel(w)")
+    xp = get_array_module(x)
+    workspace = Workspace() if workspace is None else workspace
+    N = x.shape[0]
+    Ho, Wo = out_hw
+    th, tw = -(-Ho // 2), -(-Wo // 2)
+    (pt, pb), (pl, pr) = pads
+    xpad = _pad(x, ((pt, pb + 2 * th - Ho), (pl, pr + 2 * tw - Wo)), workspace)  # whole tiles
+    out = xp.empty((N, 2 * th, 2 * tw, f), dtype=x.dtype)
+    tile_row_bytes = 16 * tw * (c + f) * x.dtype.itemsize   # V and M for one row of tiles
+    blocks = _row_blocks(N, th, tile_row_bytes, WINOGRAD_BLOCK_BYTES)
+    winograd_conv3x3(xpad, u, b, out, blocks, workspace, relu, WINOGRAD_CHUNK_BYTES)
+    if (2 * th, 2 * tw) != (Ho, Wo):
+        out = xp.ascontiguousarray(out[:, :Ho, :Wo])
+    return out
 
 
 def conv2d_backward(dout, cache):

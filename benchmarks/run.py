@@ -25,6 +25,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -138,8 +139,8 @@ def main(argv=None):
     _ratios(results)
 
     import numpy
-    info = dict(machine=platform.machine(), processor=platform.processor(), cpus=os.cpu_count(),
-                threads=args.threads, python=platform.python_version(), numpy=numpy.__version__,
+    info = dict(date=time.strftime("%Y-%m-%d"), commit=_commit(), machine=platform.machine(),
+                processor=platform.processor(), cpus=os.cpu_count(), threads=args.threads, python=platform.python_version(), numpy=numpy.__version__,
                 torch=_version("torch"), cupy=_version("cupy"), gpu=gpu, blas=blas, small=args.small,
                 missing=missing)
     _print(info, results)
@@ -165,8 +166,21 @@ def _ratios(results):
         r["fraction_of_gemm_peak"] = r["gflops"] / top if r["gflops"] and top else None
 
 
+def _commit():
+    """The checkout's commit (with '+changes' when the tree differs from it), or None outside git."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("+changes" if dirty else "")
+
+
 def _print(info, results):
     print(f"OPENBLAS_CORETYPE here: {os.environ.get('OPENBLAS_CORETYPE') or 'unset'}")
+    print(f"commit {info['commit'] or '-'}, {info['date']}")
     print(f"machine: {info['machine']}, {info['cpus']} CPUs, {info['threads']} threads, numpy {info['numpy']}, "
           f"torch {info['torch'] or '-'}, cupy {info['cupy'] or '-'}" + (f", GPU {info['gpu']}" if info["gpu"] else ""))
     for key, b in info["blas"].items():

@@ -13,7 +13,8 @@ block5_conv3 at batch 1 and 16, images/s; (c) one gru-attention training step,
 ms; (d) beam-3 decoding, captions/s. --quick keeps batch 1 and fewer rounds.
 On the CPU, NumPy's VGG-16 and decoder cases also run with OPENBLAS_CORETYPE
 changed (unset where it is set, Haswell where it is not), because some machines
-set it to a slower kernel.
+set it to a slower kernel. On the GPU, CuPy's attention, cell, decoder and beam
+cases also run with SCRATCHCAP_FUSED=0: the plain code without fused kernels.
 """
 from __future__ import annotations
 
@@ -59,6 +60,19 @@ def coretype_variants():
     if os.environ.get("OPENBLAS_CORETYPE"):
         return [("", {}), ("OPENBLAS_CORETYPE unset", {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None})]
     return [("", {}), ("OPENBLAS_CORETYPE=Haswell", {"OPENBLAS_CORETYPE": "Haswell"})]
+
+
+# Cases whose CuPy run uses the fused kernels of scratchcap/ops/fused.py; timed with them switched off too.
+FUSED_CASES = ("attention", "gru_step", "lstm_step", "decoder", "beam")
+
+
+def variants_for(lib, case, coretypes):
+    """[(label, environment change)] to time ``lib`` under for ``case``."""
+    if lib == "numpy" and case in ("vgg16", "decoder", "gemm"):
+        return coretypes
+    if lib == "cupy" and case in FUSED_CASES:
+        return [("", {}), ("SCRATCHCAP_FUSED=0", {"SCRATCHCAP_FUSED": "0"})]
+    return [("", {})]
 
 
 def available_libs(device):
@@ -123,8 +137,7 @@ def main(argv=None):
         times, flops = {}, 0
         for _ in range(rounds):  # alternate: numpy (each variant), torch, cupy, torch-cuda, numpy, ...
             for lib in libs:
-                with_variants = lib == "numpy" and case in ("vgg16", "decoder", "gemm")
-                for label, change in (variants if with_variants else [("", {})]):
+                for label, change in variants_for(lib, case, variants):
                     key = f"{lib} {label}".strip()
                     r = run_worker(lib, case, args.threads, change, args.small, repeats=repeats, **kw)
                     times.setdefault(key, []).extend(r["times"])
@@ -140,7 +153,8 @@ def main(argv=None):
 
     import numpy
     info = dict(date=time.strftime("%Y-%m-%d"), commit=_commit(), machine=platform.machine(),
-                processor=platform.processor(), cpus=os.cpu_count(), threads=args.threads, python=platform.python_version(), numpy=numpy.__version__,
+                processor=platform.processor(), cpus=os.cpu_count(), threads=args.threads,
+                python=platform.python_version(), numpy=numpy.__version__,
                 torch=_version("torch"), cupy=_version("cupy"), gpu=gpu, blas=blas, small=args.small,
                 missing=missing)
     _print(info, results)

@@ -3,7 +3,9 @@
     python -m scratchcap.parity [--weights weights/vgg16_imagenet.h5] [--images DIR]
 
 It compares, in float32 (rtol 1e-4) and float64 (rtol 1e-10):
-- every layer of scratchcap.ops, forward and backward, on the gradient-check cases;
+- every layer of scratchcap.ops, forward and backward, on the gradient-check cases
+  (on CuPy the GRU, LSTM and attention layers run their fused kernels);
+- each fused kernel of ops/fused.py against its body run by NumPy;
 - one training step of each decoder (loss and every gradient) and one Adam step;
 - beam-3 decoding (the same words);
 - VGG-16 block5_conv3 features of images: the photos in --images (default: the
@@ -79,6 +81,26 @@ def layer_parity(other, dtype="float32"):
         for a, b in zip(_flat(g_ref), _flat(g_oth)):
             errs.append(relative_error(a, b))
         rows.append((ref.name, max(errs)))
+    return rows
+
+
+def fused_parity(other, dtype="float32"):
+    """[(what, error)] for each fused kernel (ops/fused.py) on ``other`` against its body run by NumPy.
+
+    Where ``other`` has no compiled kernel (NumPy, or SCRATCHCAP_FUSED=0) the body runs on ``other``.
+    """
+    from .ops import fused
+
+    rows = []
+    rng = numpy.random.default_rng(11)
+    for name, body in sorted(fused.KERNELS.items()):
+        inputs = [rng.standard_normal((6, 9)).astype(dtype) for _ in body.names(body.in_params)]
+        want = fused.evaluate(name, *inputs)
+        compiled = fused.kernel(other, name)
+        moved = [other.asarray(a) for a in inputs]
+        got = compiled(*moved) if compiled is not None else fused.evaluate(name, *moved)
+        got = got if isinstance(got, tuple) else (got,)
+        rows.append((f"fused kernel {name}", max(relative_error(a, b) for a, b in zip(want, got))))
     return rows
 
 
@@ -166,7 +188,7 @@ def run_all(other, weights=None, images=None, log=print):
     """Every check in float32 and float64 (VGG-16 in float32). Returns [(what, dtype, error, ok)]."""
     rows = []
     for dtype in ("float32", "float64"):
-        for what, err in layer_parity(other, dtype) + decoder_parity(other, dtype):
+        for what, err in layer_parity(other, dtype) + fused_parity(other, dtype) + decoder_parity(other, dtype):
             rows.append((what, dtype, err, err <= RTOL[dtype]))
             log(f"{'ok ' if rows[-1][3] else 'BAD'} {dtype:<8} {err:9.2e}  {what}")
     for what, err in vgg_parity(other, weights, images):

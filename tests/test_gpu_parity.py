@@ -26,10 +26,15 @@ def test_the_checks_cover_every_layer_and_decoder_and_agree_on_numpy():
     from scratchcap.models import MODELS
     from scratchcap.ops import LAYERS
 
-    rows = parity.layer_parity(np, "float64") + parity.decoder_parity(np, "float64")
+    from scratchcap.ops.fused import KERNELS
+
+    rows = (parity.layer_parity(np, "float64") + parity.fused_parity(np, "float64")
+            + parity.decoder_parity(np, "float64"))
     names = " ".join(r[0] for r in rows)
     for layer in LAYERS:
         assert layer in names, layer
+    for kernel in KERNELS:
+        assert f"fused kernel {kernel}" in names, kernel
     for model in MODELS:
         assert f"{model} gradients" in names and f"{model} beam-3 words" in names
     assert all(err == 0.0 for _, err in rows), [r for r in rows if r[1] != 0.0]
@@ -40,6 +45,14 @@ def test_the_checks_cover_every_layer_and_decoder_and_agree_on_numpy():
 def test_layers_match_numpy(dtype):
     import cupy
     bad = [(name, err) for name, err in parity.layer_parity(cupy, dtype) if not err <= parity.RTOL[dtype]]
+    assert not bad, bad
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_kernels_match_their_bodies(dtype):
+    import cupy
+    bad = [(name, err) for name, err in parity.fused_parity(cupy, dtype) if not err <= parity.RTOL[dtype]]
     assert not bad, bad
 
 

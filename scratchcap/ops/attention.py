@@ -24,7 +24,7 @@ out of its time loop, summing ``dprojected`` over steps before one
 from __future__ import annotations
 
 from ..backend import get_array_module
-from . import _checks
+from . import _checks, fused
 from .linear import linear_backward, linear_forward
 
 
@@ -53,8 +53,12 @@ def attend_forward(features, projected, query, w2, b2, v, *, mask=None):
         if not bool(mask.any(axis=1).all()):
             raise ValueError(f"{layer}: mask hides every region of some image; each row needs a True")
 
-    t = projected + (query @ w2 + b2)[:, None, :]
-    xp.tanh(t, out=t)
+    add_tanh = fused.kernel(xp, "scratchcap_add_tanh")
+    if add_tanh is not None:
+        t = add_tanh(projected, (query @ w2 + b2)[:, None, :])
+    else:
+        t = projected + (query @ w2 + b2)[:, None, :]
+        xp.tanh(t, out=t)
     e = (t.reshape(N * L, A) @ v).reshape(N, L)
     if mask is not None:
         e[~mask] = -xp.inf
@@ -88,12 +92,17 @@ def attend_backward(douts, cache, *, features_grad=True, dprojected=None):
         da += dalpha
     de = alpha * (da - (alpha * da).sum(axis=1, keepdims=True))
     dv = (de.reshape(1, N * L) @ t.reshape(N * L, A))[0]  # a row-vector GEMM; t.T @ de is far slower
-    dpre = xp.multiply(t, t)  # then de * v * (1 - t^2) in place: one N*L*A temporary, not four
-    xp.subtract(1, dpre, out=dpre)
-    dpre *= de[:, :, None]
-    dq = dpre.sum(axis=1)
-    dq *= v
-    dpre *= v
+    tanh_grad = fused.kernel(xp, "scratchcap_tanh_grad_scaled")
+    if tanh_grad is not None:
+        dpre = tanh_grad(t, de[:, :, None], v)
+        dq = dpre.sum(axis=1)
+    else:
+        dpre = xp.multiply(t, t)  # then de * v * (1 - t^2) in place: one N*L*A temporary, not four
+        xp.subtract(1, dpre, out=dpre)
+        dpre *= de[:, :, None]
+        dq = dpre.sum(axis=1)
+        dq *= v
+        dpre *= v
     if dprojected is None:
         dprojected = dpre
     else:

@@ -14,12 +14,13 @@ Notation:
     h' = (1 - z) * n + z * h
 
 The step and the sequence share one cell (``_cell_forward``); the sequence
-computes x @ wx for all T steps in one GEMM before the time loop.
+computes x @ wx for all T steps in one GEMM before the time loop. On CuPy the
+cell's elementwise work is one fused kernel each way (ops/fused.py).
 """
 from __future__ import annotations
 
 from ..backend import get_array_module
-from . import _checks
+from . import _checks, fused
 from .activations import sigmoid
 
 
@@ -28,9 +29,13 @@ def _cell_forward(gx, h, wh, bh):
     xp = get_array_module(gx)
     H = h.shape[1]
     gh = h @ wh + bh
+    ghn = gh[:, 2 * H:]
+    cell = fused.kernel(xp, "scratchcap_gru_cell")
+    if cell is not None:
+        r, z, n, h_next = cell(gx[:, :H], gx[:, H:2 * H], gx[:, 2 * H:], gh[:, :H], gh[:, H:2 * H], ghn, h)
+        return h_next, (h, wh, r, z, n, ghn)
     rz = sigmoid(gx[:, :2 * H] + gh[:, :2 * H])
     r, z = rz[:, :H], rz[:, H:]
-    ghn = gh[:, 2 * H:]
     n = xp.tanh(gx[:, 2 * H:] + r * ghn)
     h_next = n + z * (h - n)
     return h_next, (h, wh, r, z, n, ghn)
@@ -41,13 +46,19 @@ def _cell_backward(dh_next, cache):
     h, wh, r, z, n, ghn = cache
     xp = get_array_module(h)
     H = h.shape[1]
-    dan = dh_next * (1 - z) * (1 - n * n)
     dgx = xp.empty((h.shape[0], 3 * H), dtype=h.dtype)
-    dgx[:, :H] = dan * ghn * r * (1 - r)
-    dgx[:, H:2 * H] = dh_next * (h - n) * z * (1 - z)
-    dgx[:, 2 * H:] = dan
-    dgh = dgx.copy()
-    dgh[:, 2 * H:] *= r
+    cell = fused.kernel(xp, "scratchcap_gru_cell_backward")
+    if cell is not None:
+        dgh = xp.empty_like(dgx)
+        cell(dh_next, h, r, z, n, ghn, dgx[:, :H], dgx[:, H:2 * H], dgx[:, 2 * H:], dgh[:, 2 * H:])
+        dgh[:, :2 * H] = dgx[:, :2 * H]
+    else:
+        dan = dh_next * (1 - z) * (1 - n * n)
+        dgx[:, :H] = dan * ghn * r * (1 - r)
+        dgx[:, H:2 * H] = dh_next * (h - n) * z * (1 - z)
+        dgx[:, 2 * H:] = dan
+        dgh = dgx.copy()
+        dgh[:, 2 * H:] *= r
     dh = dh_next * z + dgh @ wh.T
     return dgx, dh, h.T @ dgh, dgh.sum(axis=0)
 

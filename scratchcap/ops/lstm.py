@@ -13,12 +13,13 @@ Notation:
     h' = o * tanh(c')
 
 The step and the sequence share one cell (``_cell_forward``); the sequence
-computes x @ wx for all T steps in one GEMM before the time loop.
+computes x @ wx for all T steps in one GEMM before the time loop. On CuPy the
+cell's elementwise work is one fused kernel each way (ops/fused.py).
 """
 from __future__ import annotations
 
 from ..backend import get_array_module
-from . import _checks
+from . import _checks, fused
 from .activations import sigmoid
 
 
@@ -27,6 +28,10 @@ def _cell_forward(ax, h, c, wh):
     xp = get_array_module(ax)
     H = h.shape[1]
     a = ax + h @ wh
+    cell = fused.kernel(xp, "scratchcap_lstm_cell")
+    if cell is not None:
+        i, f, g, o, tc, c_next, h_next = cell(a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:], c)
+        return h_next, c_next, (h, c, wh, i, f, g, o, tc)
     ifo = sigmoid(a)
     i, f, o = ifo[:, :H], ifo[:, H:2 * H], ifo[:, 3 * H:]
     g = xp.tanh(a[:, 2 * H:3 * H])
@@ -41,10 +46,16 @@ def _cell_backward(dh_next, dc_next, cache):
     h, c, wh, i, f, g, o, tc = cache
     xp = get_array_module(h)
     H = h.shape[1]
+    da = xp.empty((h.shape[0], 4 * H), dtype=h.dtype)
+    cell = fused.kernel(xp, "scratchcap_lstm_cell_backward")
+    if cell is not None:
+        dc = xp.empty_like(c)
+        cell(dh_next, xp.zeros((), dtype=c.dtype) if dc_next is None else dc_next, c, i, f, g, o, tc,
+             da[:, :H], da[:, H:2 * H], da[:, 2 * H:3 * H], da[:, 3 * H:], dc)
+        return da, da @ wh.T, dc, h.T @ da
     dc_total = dh_next * o * (1 - tc * tc)
     if dc_next is not None:
         dc_total += dc_next
-    da = xp.empty((h.shape[0], 4 * H), dtype=h.dtype)
     da[:, :H] = dc_total * g * i * (1 - i)
     da[:, H:2 * H] = dc_total * c * f * (1 - f)
     da[:, 2 * H:3 * H] = dc_total * i * (1 - g * g)

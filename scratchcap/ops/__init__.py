@@ -11,7 +11,9 @@ Calling convention, the same for every layer:
 * The backward returns a tuple with the gradients of the forward's
   floating-point array arguments, in argument order, even when there is one.
 * One implementation serves NumPy and CuPy (see scratchcap.backend); the
-  dtype of the inputs is kept, and inputs and caches are never modified.
+  dtype of the inputs is kept, and inputs and caches are never modified. On
+  CuPy, the GRU, LSTM and attention layers run their elementwise stretches as
+  fused kernels (fused.py), each checked against the plain code it replaces.
 """
 from .activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
                           tanh_backward, tanh_forward)

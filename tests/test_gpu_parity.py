@@ -42,25 +42,11 @@ def test_the_checks_cover_every_layer_and_decoder_and_agree_on_numpy():
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_layers_match_numpy(dtype):
+@pytest.mark.parametrize("check", ["layer_parity", "fused_parity", "decoder_parity"])
+def test_cupy_matches_numpy(check, dtype):
+    """Every layer; each fused kernel against its body; a decoder step, Adam and beam search."""
     import cupy
-    bad = [(name, err) for name, err in parity.layer_parity(cupy, dtype) if not err <= parity.RTOL[dtype]]
-    assert not bad, bad
-
-
-@needs_gpu
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fused_kernels_match_their_bodies(dtype):
-    import cupy
-    bad = [(name, err) for name, err in parity.fused_parity(cupy, dtype) if not err <= parity.RTOL[dtype]]
-    assert not bad, bad
-
-
-@needs_gpu
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_decoder_step_adam_and_beam_match_numpy(dtype):
-    import cupy
-    bad = [(name, err) for name, err in parity.decoder_parity(cupy, dtype) if not err <= parity.RTOL[dtype]]
+    bad = [(name, err) for name, err in getattr(parity, check)(cupy, dtype) if not err <= parity.RTOL[dtype]]
     assert not bad, bad
 
 

@@ -16,6 +16,8 @@ The Python loops run over the KH*KW kernel offsets (9 for VGG), never over pixel
 """
 from __future__ import annotations
 
+import math
+
 from ..backend import get_array_module
 from . import _checks
 from .winograd import winograd_conv3x3
@@ -68,9 +70,7 @@ class Workspace:
             if buf is None:
                 buf = self._buffers[key] = xp.zeros(shape, dtype=dtype)
             return buf
-        size = 1
-        for n in shape:
-            size *= n
+        size = math.prod(shape)
         key = (xp.__name__, tag, str(dtype))
         buf = self._buffers.get(key)
         if buf is None or buf.size < size:
@@ -216,6 +216,7 @@ def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None, 
 
 
 def _winograd_forward(x, w, b, u, stride, pads, out_hw, workspace, relu):
+    """conv2d_forward's output by F(2x2, 3x3): pads to whole 2x2 tiles, then cuts the extra row/column off."""
     kh, kw, c, f = w.shape
     if (kh, kw) != (3, 3) or stride != 1:
         raise ValueError(f"conv2d: winograd needs a 3x3 kernel and stride 1, got {kh}x{kw}, stride {stride}")

@@ -36,6 +36,20 @@ def _masks(rng, n, length, whole_rows_hidden: bool):
     return mask
 
 
+def caption_batch(rng, N, T, L, D, V, dtype="float64", min_words=0):
+    """A random teacher-forcing batch: features (N, L, D), captions (N, T + 1), mask (N, T).
+
+    Each caption is <start> (1), between min_words and T - 1 words from 3..V-1, <end> (2), then <pad> (0).
+    """
+    caps = numpy.zeros((N, T + 1), dtype=numpy.int64)
+    caps[:, 0] = 1
+    for n in range(N):
+        k = int(rng.integers(min_words + 1, T + 1))
+        caps[n, 1:k] = rng.integers(3, V, size=k - 1)
+        caps[n, k] = 2
+    return dict(features=rng.standard_normal((N, L, D)).astype(dtype), captions=caps, mask=caps[:, 1:] != 0)
+
+
 def _conv2d_winograd(x, w, b, **kwargs):
     # The transformed kernel follows w, so that perturbing w moves the output.
     return ops.conv2d_forward(x, w, b, winograd=ops.winograd_kernel(w), **kwargs)

@@ -109,6 +109,7 @@ def decoder_parity(other, dtype="float32"):
     from .backend import to_device
     from .data import Vocabulary
     from .decode import beam_search
+    from .gradcheck_cases import caption_batch
     from .models import MODELS
     from .optim import Adam
 
@@ -117,13 +118,7 @@ def decoder_parity(other, dtype="float32"):
     rng = numpy.random.default_rng(3)
     N, T, L, V = 4, 6, 9, 30
     cfg = dict(D=16, E=12, H=10, A=8, V=V, dropout=0.3, feature_scale=0.5, **{"lambda": 0.5})
-    caps = numpy.zeros((N, T + 1), dtype=numpy.int64)
-    caps[:, 0] = 1
-    for n in range(N):
-        k = int(rng.integers(2, T + 1))
-        caps[n, 1:k] = rng.integers(3, V, size=k - 1)
-        caps[n, k] = 2
-    batch = dict(features=rng.standard_normal((N, L, 16)).astype(dtype), captions=caps, mask=caps[:, 1:] != 0)
+    batch = caption_batch(rng, N, T, L, cfg["D"], V, dtype, min_words=1)
     vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + [f"w{k}" for k in range(V - 4)])
     for name, model in sorted(MODELS.items()):
         params = model.init_params(cfg, numpy.random.default_rng(1), dtype)

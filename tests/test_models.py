@@ -3,17 +3,8 @@ import numpy as np
 import pytest
 
 from scratchcap.gradcheck import check_loss
+from scratchcap.gradcheck_cases import caption_batch
 from scratchcap.models import MODELS, get_model
-
-
-def _batch(rng, N, T, L, D, V, dtype="float64"):
-    caps = np.zeros((N, T + 1), dtype=np.int64)
-    caps[:, 0] = 1
-    for n in range(N):
-        k = int(rng.integers(1, T + 1))
-        caps[n, 1:k] = rng.integers(3, V, size=k - 1)
-        caps[n, k] = 2
-    return dict(features=rng.standard_normal((N, L, D)).astype(dtype), captions=caps, mask=caps[:, 1:] != 0)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -22,7 +13,7 @@ def test_model_gradients(name, N, T, L, lam):
     rng = np.random.default_rng(N * 100 + T * 10 + L)
     cfg = dict(D=6, E=4, H=5, A=3, V=9, dropout=0.3, **{"lambda": lam})
     params = MODELS[name].init_params(cfg, np.random.default_rng(1), "float64")
-    batch = _batch(rng, N, T, L, 6, 9)
+    batch = caption_batch(rng, N, T, L, 6, 9)
     names = sorted(params)
     if L == 1:  # one region: the attention scores cannot change alpha, so their gradient is exactly zero
         _, g, _ = MODELS[name].loss_and_grads(params, batch, cfg, np.random.default_rng(5))
@@ -39,8 +30,8 @@ def test_model_gradients(name, N, T, L, lam):
 def test_float32_training_step_stays_float32(name):
     cfg = dict(D=6, E=4, H=5, A=3, V=9, dropout=0.3)
     params = MODELS[name].init_params(cfg, np.random.default_rng(1))
-    loss, grads, info = MODELS[name].loss_and_grads(params, _batch(np.random.default_rng(0), 2, 3, 4, 6, 9, "float32"),
-                                                    cfg, np.random.default_rng(0))
+    batch = caption_batch(np.random.default_rng(0), 2, 3, 4, 6, 9, "float32")
+    loss, grads, info = MODELS[name].loss_and_grads(params, batch, cfg, np.random.default_rng(0))
     assert all(p.dtype == np.float32 for p in params.values())
     assert all(grads[k].dtype == np.float32 and grads[k].shape == params[k].shape for k in params)
     assert np.isfinite(loss)
@@ -53,8 +44,8 @@ def test_initial_loss_is_close_to_log_v(name):
     params = MODELS[name].init_params(cfg, np.random.default_rng(1))
     for k in params:  # small weights: near-uniform predictions
         params[k] *= 0.01
-    loss, _, info = MODELS[name].loss_and_grads(params, _batch(np.random.default_rng(0), 16, 8, 5, 16, V, "float32"),
-                                                cfg, None, train=False)
+    batch = caption_batch(np.random.default_rng(0), 16, 8, 5, 16, V, "float32")
+    loss, _, info = MODELS[name].loss_and_grads(params, batch, cfg, None, train=False)
     assert abs(info["cross_entropy"] - np.log(V)) < 0.02 * np.log(V)
 
 
@@ -70,7 +61,7 @@ def test_feature_scale_is_applied_in_training_and_decoding(name):
     scaled = dict(cfg, feature_scale=0.25)
     model = MODELS[name]
     params = model.init_params(cfg, np.random.default_rng(1), "float64")
-    batch = _batch(np.random.default_rng(0), 3, 4, 5, 6, 9)
+    batch = caption_batch(np.random.default_rng(0), 3, 4, 5, 6, 9)
     by_hand = dict(batch, features=batch["features"] * 0.25)
     a = model.loss_and_grads(params, batch, scaled, None, train=False)[0]
     b = model.loss_and_grads(params, by_hand, cfg, None, train=False)[0]

@@ -28,3 +28,11 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def write_json(path, obj, indent=None):
+    """json.dump(obj) to ``path`` atomically: readers see the old file or the whole new one."""
+    import json
+
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=indent)

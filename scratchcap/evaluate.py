@@ -11,12 +11,12 @@ VGG-16 on the fly. Generated captions are written in the COCO results format.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import numpy as np
 
+from .atomic import write_json
 from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DatasetError, Vocabulary, load_dataset
@@ -130,12 +130,10 @@ def main(argv=None):
         print(f"{path:<{width}}" + "".join(f"{s[c]:>{w[c]}.4f}" if s.get(c) is not None else f"{'-':>{w[c]}}"
                                            for c in cols))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(table if len(table) > 1 else next(iter(table.values())), f, indent=1)
+        write_json(args.json, table if len(table) > 1 else next(iter(table.values())), indent=1)
     if args.results:
         items = captions[paths[0]]
-        with open(args.results, "w") as f:
-            json.dump([{"image_id": k, "caption": v} for k, v in items.items()], f, indent=0)
+        write_json(args.results, [{"image_id": k, "caption": v} for k, v in items.items()], indent=0)
     return 0
 
 

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from .atomic import write_json
 from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DatasetError, Vocabulary, load_dataset, normalize
@@ -371,10 +372,9 @@ def train(args, log=_log):
                    epochs_run=progress["epoch"], stopped_early=stopped_early,
                    wall_seconds=round(time.time() - start_time, 1), command="python -m scratchcap.train "
                    + " ".join(sys.argv[1:]), commit=commit, device=device)
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(run_dir, "captions-dev.json"), "w") as f:
-        json.dump([{"image_id": k, "caption": v} for k, v in hyps.items()], f, indent=0)
+    write_json(os.path.join(run_dir, "summary.json"), summary, indent=1)
+    write_json(os.path.join(run_dir, "captions-dev.json"), [{"image_id": k, "caption": v} for k, v in hyps.items()],
+               indent=0)
     _plot(run_dir, history_path, batch_losses)
     features.close()
     return run_dir, summary

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import write_json
 from .records import DatasetError, ImageRecord
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
@@ -188,8 +188,7 @@ def generate_shapes(out_dir, n_train=2000, n_dev=200, n_test=200, size=128, seed
         bar.close()
     meta = dict(format="scratchcap-shapes", format_version=FORMAT_VERSION, size=size, seed=seed,
                 counts={s: n for s, n in splits}, images=entries)
-    with atomic_path(os.path.join(out_dir, "annotations.json")) as tmp, open(tmp, "w") as f:
-        json.dump(meta, f)
+    write_json(os.path.join(out_dir, "annotations.json"), meta)
     return out_dir
 
 

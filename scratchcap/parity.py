@@ -25,7 +25,7 @@ import sys
 import numpy
 
 RTOL = {"float32": 1e-4, "float64": 1e-10}
-FLICKR8K_IMAGES = os.path.join("..", "shared", "flickr8k", "Flicker8k_Dataset")
+FLICKR8K_IMAGES = os.path.join("..", "shared", "flickr8k", "originals")  # real photos of several sizes
 
 
 def relative_error(a, b) -> float:

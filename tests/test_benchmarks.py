@@ -39,3 +39,21 @@ def test_gpu_benchmarks_without_a_gpu_say_why():
     proc = _run("--device", "gpu", "--small")
     assert proc.returncode == 2
     assert "CuPy" in proc.stdout + proc.stderr
+
+
+def test_every_gpu_case_runs_on_the_cupy_stand_in(tmp_path):
+    """The CuPy side of the benchmark, rehearsed on the strict stand-in of tests/hostcupy (measures nothing)."""
+    from conftest import HOSTCUPY
+
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HOSTCUPY, ROOT]))
+    proc = subprocess.run([sys.executable, RUN, "--device", "gpu", "--small", "--quick", "--rounds", "1",
+                           "--threads", "1", "--json", str(out)], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    data = json.load(open(out))
+    cases = {lib: {r["case"] for r in data["results"] if r["library"] == lib} for lib in
+             ("cupy", "cupy SCRATCHCAP_FUSED=0")}
+    assert cases["cupy"] == {r["case"] for r in data["results"]} and len(cases["cupy"]) == 11
+    assert cases["cupy SCRATCHCAP_FUSED=0"] == {"attention", "gru_step", "lstm_step", "decoder", "beam"}
+    assert "stand-in" in json.dumps(data["info"])

@@ -172,3 +172,23 @@ def test_evaluate_shows_progress_unless_told_not_to(tiny_checkpoint, capsys):
     assert "decoding, beam 1" in err and "100%" in err  # tqdm: count, rate and ETA on stderr
     assert evaluate_cli.main(args + ["--no-progress"]) == 0
     assert "decoding, beam 1" not in capsys.readouterr().err
+
+
+def test_caption_and_evaluate_agree_on_the_gpu_path(tiny_checkpoint, tmp_path, hostcupy, capsys):
+    """--device gpu on the strict CuPy stand-in (tests/hostcupy): the same captions, maps and scores."""
+    root, paths, data = tiny_checkpoint
+    Image.new("RGB", (90, 60), (200, 30, 30)).save(root / "red.png")
+    results = {}
+    for device in ("cpu", "gpu"):
+        assert caption_cli.main([str(root / "red.png"), "--checkpoint", str(paths["gru-attention"]), "--beam", "3",
+                                 "--json", "--device", device, "--attention-map", str(tmp_path / f"{device}.png")]) == 0
+        captions = [(c["caption"], c["logprob"]) for c in json.loads(capsys.readouterr().out)]
+        assert evaluate_cli.main(["--checkpoint", str(paths["gru-attention"]), "--dataset", "shapes",
+                                  "--data-dir", data, "--beam", "2", "--no-progress", "--device", device,
+                                  "--json", str(tmp_path / f"{device}.json")]) == 0
+        capsys.readouterr()
+        results[device] = captions, json.load(open(tmp_path / f"{device}.json"))
+        assert (tmp_path / f"{device}.png").exists()
+    assert [c for c, _ in results["gpu"][0]] == [c for c, _ in results["cpu"][0]]
+    assert [p for _, p in results["gpu"][0]] == pytest.approx([p for _, p in results["cpu"][0]], rel=1e-9)
+    assert results["gpu"][1] == pytest.approx(results["cpu"][1], rel=1e-9)

@@ -158,6 +158,20 @@ def test_command_line(tmp_path, tiny_weights, images, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_the_gpu_path_caches_the_same_features(tmp_path, tiny_weights, images, hostcupy):
+    """--device gpu on the strict CuPy stand-in (tests/hostcupy): same features, same failures."""
+    folder = os.path.dirname(images[0])
+    caches = {}
+    for device in ("cpu", "gpu"):
+        caches[device] = tmp_path / f"{device}.h5"
+        assert features_main([folder, "--out", str(caches[device]), "--weights", str(tiny_weights),
+                              "--image-size", "32", "--no-progress", "--device", device]) == 0
+    with FeatureCache(caches["cpu"]) as cpu, FeatureCache(caches["gpu"]) as gpu:
+        assert len(cpu) == len(gpu) == 9 and sorted(cpu.failed) == sorted(gpu.failed) and len(gpu.failed) == 2
+        ids = sorted(cpu.ids)
+        np.testing.assert_allclose(gpu.read(ids), cpu.read(ids), rtol=1e-5, atol=1e-6)
+
+
 def test_unreadable_images_first_or_only_are_handled(tmp_path, model, images):
     bad = [p for p in images if "corrupt" in p or "truncated" in p]
     good = [p for p in images if p not in bad]

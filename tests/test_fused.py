@@ -1,14 +1,15 @@
 """The fused CuPy kernels (scratchcap/ops/fused.py), checked without a GPU.
 
 Each kernel body is run with NumPy (fused.evaluate) against the plain code it
-replaces, and the layers' fused branches run on NumPy through a stand-in for
-cupy.ElementwiseKernel: their outputs must equal the plain branches and pass
-the gradient check. On a GPU, scratchcap.parity compares the compiled kernels.
+replaces, and the layers' fused branches run on the CuPy stand-in of
+tests/hostcupy, whose ElementwiseKernel interprets the bodies: their outputs
+must equal the plain branches and pass the gradient check. On a GPU,
+scratchcap.parity compares the compiled kernels.
 """
 import numpy as np
 import pytest
 
-from scratchcap import ops
+from scratchcap.backend import to_numpy
 from scratchcap.gradcheck import check_layer
 from scratchcap.gradcheck_cases import layer_cases
 from scratchcap.ops import fused
@@ -67,34 +68,13 @@ def test_numpy_never_gets_a_kernel(monkeypatch):
     assert not fused.enabled()
 
 
-def _elementwise_on_numpy(name):
-    """A stand-in for cupy.ElementwiseKernel(name): broadcast inputs, new or given outputs."""
-    body = fused.KERNELS[name]
-    n_in, n_out = len(body.names(body.in_params)), len(body.names(body.out_params))
-
-    def run(*args):
-        ins, outs = args[:n_in], args[n_in:]
-        assert len(outs) in (0, n_out)
-        arrays = [a for a in ins if np.ndim(a) > 0]
-        shape = np.broadcast_shapes(*(a.shape for a in arrays))
-        dtype = arrays[0].dtype
-        results = [np.broadcast_to(np.asarray(y, dtype=dtype), shape) for y in fused.evaluate(name, *ins)]
-        if outs:
-            for out, y in zip(outs, results):
-                out[...] = y
-            return tuple(outs) if n_out > 1 else outs[0]
-        results = [y.copy() for y in results]
-        return tuple(results) if n_out > 1 else results[0]
-
-    return run
-
-
 FUSED_LAYERS = ("gru_step", "gru", "lstm_step", "lstm", "additive_attention", "additive_attention masked",
                 "attend")
 
 
 @pytest.mark.parametrize("case_name", FUSED_LAYERS)
-def test_fused_branches_equal_the_plain_ones_and_pass_the_gradient_check(monkeypatch, case_name):
+def test_fused_branches_equal_the_plain_ones_and_pass_the_gradient_check(hostcupy, monkeypatch, case_name):
+    """On the CuPy stand-in (tests/hostcupy) the layers run their kernels, interpreted from the bodies."""
     case = next(c for c in layer_cases(np, dict(N=1, T=2)) if c.name == case_name)
     plain_out, plain_cache = case.forward(*case.inputs, **case.kwargs)
     outs = plain_out if isinstance(plain_out, tuple) else (plain_out,)
@@ -102,18 +82,21 @@ def test_fused_branches_equal_the_plain_ones_and_pass_the_gradient_check(monkeyp
     plain_grads = case.backward(douts if isinstance(plain_out, tuple) else douts[0], plain_cache)
 
     used = []
-    monkeypatch.setattr(fused, "kernel", lambda xp, name: used.append(name) or _elementwise_on_numpy(name))
-    out, cache = case.forward(*case.inputs, **case.kwargs)
-    grads = case.backward(douts if isinstance(out, tuple) else douts[0], cache)
+    real_kernel = fused.kernel
+    monkeypatch.setattr(fused, "kernel", lambda xp, name: used.append(name) or real_kernel(xp, name))
+    fused_case = next(c for c in layer_cases(hostcupy, dict(N=1, T=2)) if c.name == case_name)
+    out, cache = fused_case.forward(*fused_case.inputs, **fused_case.kwargs)
+    d = tuple(hostcupy.asarray(x) for x in douts)
+    grads = fused_case.backward(d if isinstance(out, tuple) else d[0], cache)
     assert len(set(used)) == 2, used  # one kernel forward, one backward
     for got, want in zip(out if isinstance(out, tuple) else (out,), outs):
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(to_numpy(got), want, rtol=1e-12, atol=1e-14)
     for got, want in zip(grads, plain_grads):
         if want is None:
             assert got is None
         else:
-            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
-    errors = check_layer(case.forward, case.backward, case.inputs, kwargs=case.kwargs)
+            np.testing.assert_allclose(to_numpy(got), want, rtol=1e-10, atol=1e-12)
+    errors = check_layer(fused_case.forward, fused_case.backward, fused_case.inputs, kwargs=fused_case.kwargs)
     assert errors and max(errors.values()) < 1e-6, errors
 
 

@@ -2,6 +2,7 @@
 import numpy as np
 
 from scratchcap import ops
+from scratchcap.backend import to_numpy
 
 
 def _attend_case(xp, rng, N=3, L=5, D=4, H=6, A=7, dtype="float64"):
@@ -24,9 +25,9 @@ def test_attend_backward_into_buffer_equals_plain(xp):
     hoisted = ops.attend_backward(douts, cache, features_grad=False, dprojected=buffer)
     assert hoisted[0] is None
     assert hoisted[1] is buffer
-    np.testing.assert_allclose(np.asarray(buffer), np.asarray(start + plain[1]), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(buffer), to_numpy(start + plain[1]), rtol=1e-12, atol=1e-12)
     for a, b in zip(plain[2:], hoisted[2:]):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-12, atol=1e-12)
 
 
 def test_attend_features_grad_sums_the_steps(xp):
@@ -41,7 +42,7 @@ def test_attend_features_grad_sums_the_steps(xp):
         (_, alpha), cache = ops.attend_forward(features, projected, q, w2, b2, v)
         alphas[:, t] = alpha
         total += ops.attend_backward((dcontexts[:, t], None), cache)[0]
-    np.testing.assert_allclose(np.asarray(ops.attend_features_grad(alphas, dcontexts)), np.asarray(total),
+    np.testing.assert_allclose(to_numpy(ops.attend_features_grad(alphas, dcontexts)), to_numpy(total),
                                rtol=1e-12, atol=1e-12)
 
 
@@ -53,5 +54,5 @@ def test_linear_backward_without_input_grad(xp):
     dx, dw, db = ops.linear_backward(dout, cache)
     none, dw2, db2 = ops.linear_backward(dout, cache, input_grad=False)
     assert none is None and dx.shape == x.shape
-    np.testing.assert_array_equal(np.asarray(dw), np.asarray(dw2))
-    np.testing.assert_array_equal(np.asarray(db), np.asarray(db2))
+    np.testing.assert_array_equal(to_numpy(dw), to_numpy(dw2))
+    np.testing.assert_array_equal(to_numpy(db), to_numpy(db2))

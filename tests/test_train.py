@@ -198,3 +198,21 @@ def test_sigterm_stops_a_run_like_ctrl_c_saving_where_it_was(workspace, monkeypa
     assert "--resume" in capsys.readouterr().out
     progress = load_checkpoint(out / "checkpoint-last.h5")["progress"]
     assert (progress["epoch"], progress["batch"]) == (0, 4)  # the batch that was stopped is not counted
+
+
+def test_the_gpu_path_trains_like_the_cpu_and_resumes(workspace, hostcupy):
+    """--device gpu on the strict CuPy stand-in (tests/hostcupy): the same parameters, then a resumed run."""
+    root, weights = workspace
+    runs = {}
+    for device in ("cpu", "gpu"):
+        runs[device] = root / f"device-{device}"
+        assert train_module.main(_args(root, weights, runs[device], "--model", "lstm-attention",
+                                       "--device", device)) == 0
+    a, b = (load_checkpoint(runs[d] / "checkpoint-last.h5") for d in ("cpu", "gpu"))
+    assert sorted(a["params"]) == sorted(b["params"])
+    for name in a["params"]:
+        assert type(b["params"][name]) is np.ndarray  # saved from the device as NumPy
+        np.testing.assert_allclose(b["params"][name], a["params"][name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert train_module.main(["--resume", str(runs["gpu"]), "--epochs", "3", "--no-progress",
+                              "--device", "gpu"]) == 0
+    assert load_checkpoint(runs["gpu"] / "checkpoint-last.h5")["progress"]["epoch"] == 3

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from .atomic import write_json
-from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_device, to_numpy
+from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_device
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DatasetError, Vocabulary, load_dataset, normalize
 from .data.batches import Features, encode_records, iterate_batches, make_batch

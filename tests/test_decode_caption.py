@@ -8,7 +8,7 @@ from PIL import Image
 from scratchcap import caption as caption_cli
 from scratchcap import evaluate as evaluate_cli
 from scratchcap.checkpoint import save_checkpoint
-from scratchcap.captioner import Captioner, attention_figure
+from scratchcap.captioner import attention_figure
 from scratchcap.data import Vocabulary
 from scratchcap.data.shapes import generate_shapes
 from scratchcap.decode import beam_search, greedy

@@ -12,8 +12,6 @@ Notation: N batch, T steps, L regions, D feature, E embedding, H hidden, A atten
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax

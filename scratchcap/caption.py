@@ -41,6 +41,7 @@ def main(argv=None):
         return 2
     try:
         from .captioner import Captioner, attention_figure
+        from .plots import save_png
         cap = Captioner.load(args.checkpoint, device=resolve_device(args.device), weights=args.weights,
                              log=lambda m: print(m, file=sys.stderr))
         results = cap.caption(images, beam=args.beam)
@@ -55,7 +56,7 @@ def main(argv=None):
             else:
                 root, ext = os.path.splitext(args.attention_map)
                 out = args.attention_map if len(images) == 1 else f"{root}-{k}{ext or '.png'}"
-                attention_figure(image, res, cap.grid).save(out)
+                save_png(out, attention_figure(image, res, cap.grid))
                 res["attention_map"] = out
     if args.json:
         print(json.dumps([{"image": n, "caption": r["caption"], "logprob": r["logprob"],

@@ -2,7 +2,7 @@
 
     cap = Captioner.load("runs/flickr8k-gru-attention/checkpoint-best.h5")
     results = cap.caption([pil_image, ...], beam=3)     # [{"words", "logprob", "alphas"?}]
-    attention_figure(pil_image, results[0], cap.grid).save("map.png")
+    save_png("map.png", attention_figure(pil_image, results[0], cap.grid))   # scratchcap.plots
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def attention_figure(image, result, grid, panel=160, columns=5):
         att = att / (att.max() + 1e-8)
         up = np.asarray(Image.fromarray((att * 255).astype(np.uint8)).resize((panel, panel), Image.BICUBIC),
                         dtype=np.float32) / 255.0
-        blended = base * (0.25 + 0.75 * up[:, :, None]) + np.array([255, 255, 255]) * 0.0
+        blended = base * (0.25 + 0.75 * up[:, :, None])
         x, y = (k % columns) * panel, (k // columns) * (panel + 18)
         fig.paste(Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8)), (x, y))
         draw.text((x + 4, y + panel + 3), word, fill="black")

@@ -32,6 +32,17 @@ def floats(layer: str, **arrays):
     return dtype
 
 
+def index_range(layer: str, what: str, idx, V: int, against: str):
+    """Check 0 <= idx < V, fetching both bounds in one copy: on a GPU each copy is a sync."""
+    if not idx.size:
+        return
+    from ..backend import get_array_module, to_numpy
+
+    lo, hi = (int(b) for b in to_numpy(get_array_module(idx).stack((idx.min(), idx.max()))))
+    if lo < 0 or hi >= V:
+        raise ValueError(f"{layer}: {what} must lie in [0, {V}) for {against}, got range [{lo}, {hi}]")
+
+
 def integers(layer: str, name: str, a):
     if not hasattr(a, "dtype") or _dtype_kind(a) not in "iu":
         got = getattr(a, "dtype", type(a).__name__)

@@ -18,10 +18,7 @@ def embedding_forward(idx, w):
     _checks.ndim("embedding", "w", w, 2, "V, E")
     xp = get_array_module(idx, w)
     V = w.shape[0]
-    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= V):
-        raise ValueError(
-            f"embedding: idx values must lie in [0, {V}) for w of shape {tuple(w.shape)}, "
-            f"got range [{int(idx.min())}, {int(idx.max())}]")
+    _checks.index_range("embedding", "idx values", idx, V, f"w of shape {tuple(w.shape)}")
     out = xp.take(w, idx, axis=0)
     return out, (idx, w.shape, w.dtype)
 

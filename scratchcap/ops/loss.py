@@ -25,10 +25,7 @@ def _check(logits, targets, mask):
     _checks.shape(layer, "targets", targets, (N, T), "N, T", "logits")
     _checks.booleans(layer, "mask", mask)
     _checks.shape(layer, "mask", mask, (N, T), "N, T", "logits")
-    if targets.size and (int(targets.min()) < 0 or int(targets.max()) >= V):
-        raise ValueError(
-            f"{layer}: targets must lie in [0, {V}) for logits of shape {tuple(logits.shape)}, "
-            f"got range [{int(targets.min())}, {int(targets.max())}]")
+    _checks.index_range(layer, "targets", targets, V, f"logits of shape {tuple(logits.shape)}")
 
 
 def temporal_cross_entropy_forward(logits, targets, mask):

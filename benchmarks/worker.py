@@ -135,7 +135,8 @@ def decoder_params(s):
 
 # ---- scratchcap, on NumPy or CuPy -------------------------------------------------------------------
 
-def scratch_case(xp, args, s, sync):
+def scratch_case(xp, args, s):
+    """(the work to time, its flops) for ``args.case`` on NumPy or CuPy."""
     import numpy as np
 
     from scratchcap import ops
@@ -149,7 +150,7 @@ def scratch_case(xp, args, s, sync):
     if case == "gemm":
         a = to_device(np.random.default_rng(0).standard_normal((s["gemm"],) * 2).astype(np.float32), device)
         b = a.T.copy()
-        return time_calls(lambda: a @ b, args.repeats, sync), 2 * s["gemm"] ** 3
+        return lambda: a @ b, 2 * s["gemm"] ** 3
     if case == "vgg16":
         from scratchcap.vgg16 import VGG16
         layers, _ = vgg_layers(args.weights, args.small)
@@ -158,37 +159,37 @@ def scratch_case(xp, args, s, sync):
         size = s["image"]
         x = to_device(np.random.default_rng(1).standard_normal((args.batch, size, size, 3)).astype(np.float32) * 50,
                       device)
-        return time_calls(lambda: model.forward(x), args.repeats, sync), vgg_flops(size) * args.batch
+        return lambda: model.forward(x), vgg_flops(size) * args.batch
     i = dev(inputs(case, s))
     if case.startswith("conv:"):
         def fb():
             out, cache = ops.conv2d_forward(i["x"], i["w"], i["b"])
             return ops.conv2d_backward(i["dout"], cache)
         kh, kw, c, f = i["w"].shape
-        return time_calls(fb, args.repeats, sync), 3 * 2 * i["x"].shape[1] * i["x"].shape[2] * kh * kw * c * f
+        return fb, 3 * 2 * i["x"].shape[1] * i["x"].shape[2] * kh * kw * c * f
     if case == "attention":
         def fb():
             (ctx, alpha), cache = ops.additive_attention_forward(i["features"], i["query"], i["w1"], i["b1"],
                                                                  i["w2"], i["b2"], i["v"])
             return ops.additive_attention_backward((i["dcontext"], None), cache)
-        return time_calls(fb, args.repeats, sync), 0
+        return fb, 0
     if case == "gru_step":
         def fb():
             h, cache = ops.gru_step_forward(i["x"], i["h"], i["wx"], i["wh"], i["bx"], i["bh"])
             return ops.gru_step_backward(i["dh"], cache)
-        return time_calls(fb, args.repeats, sync), 0
+        return fb, 0
     if case == "lstm_step":
         def fb():
             (h, c), cache = ops.lstm_step_forward(i["x"], i["h"], i["c"], i["wx"], i["wh"], i["bx"])
             return ops.lstm_step_backward((i["dh"], None), cache)
-        return time_calls(fb, args.repeats, sync), 0
+        return fb, 0
     if case == "output":
         def fb():
             logits, c1 = ops.linear_forward(i["hs"], i["w"], i["b"])
             loss, c2 = ops.temporal_cross_entropy_forward(logits, i["targets"], i["mask"])
             (dlogits,) = ops.temporal_cross_entropy_backward(1.0, c2)
             return ops.linear_backward(dlogits, c1)
-        return time_calls(fb, args.repeats, sync), 0
+        return fb, 0
     from scratchcap.models import gru_attention
     cfg = decoder_config(s)
     p = dev(decoder_params(s))
@@ -196,25 +197,24 @@ def scratch_case(xp, args, s, sync):
         caps = i["captions"]
         batch = dict(features=i["features"], captions=caps, mask=caps[:, 1:] != 0)
         rng = np.random.default_rng(1)
-        return time_calls(lambda: gru_attention.loss_and_grads(p, batch, cfg, rng), args.repeats, sync), 0
+        return lambda: gru_attention.loss_and_grads(p, batch, cfg, rng), 0
     if case == "beam":
         from scratchcap.data import Vocabulary
         from scratchcap.decode import beam_search
         vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + [f"w{k}" for k in range(s["V"] - 4)])
-        return time_calls(lambda: beam_search(gru_attention, p, i["features"], cfg, vocab, beam=3,
-                                              max_length=s["T"]), args.repeats, sync), 0
+        return lambda: beam_search(gru_attention, p, i["features"], cfg, vocab, beam=3, max_length=s["T"]), 0
     raise ValueError(case)
 
 
 # ---- PyTorch, the reference --------------------------------------------------------------------------
 
 def torch_case(args, s, device):
+    """(the work to time, its flops) for ``args.case`` in PyTorch on ``device``."""
     import numpy as np
     import torch
     import torch.nn.functional as F
 
     torch.set_num_threads(args.threads)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     case = args.case
 
     def t(a, grad=False):
@@ -224,7 +224,7 @@ def torch_case(args, s, device):
     if case == "gemm":
         a = t(np.random.default_rng(0).standard_normal((s["gemm"],) * 2).astype(np.float32))
         b = a.T.contiguous()
-        return time_calls(lambda: a @ b, args.repeats, sync), 2 * s["gemm"] ** 3
+        return lambda: a @ b, 2 * s["gemm"] ** 3
     if case == "vgg16":
         layers, _ = vgg_layers(args.weights, args.small)
         convs = [(t(k.transpose(3, 2, 0, 1)), t(b)) for k, b in layers.values()]
@@ -241,7 +241,7 @@ def torch_case(args, s, device):
                     if k in pools:
                         h = F.max_pool2d(h, 2)
             return h
-        return time_calls(forward, args.repeats, sync), vgg_flops(size) * args.batch
+        return forward, vgg_flops(size) * args.batch
     i = inputs(case, s)
     if case.startswith("conv:"):
         x, w, b = t(i["x"].transpose(0, 3, 1, 2), True), t(i["w"].transpose(3, 2, 0, 1), True), t(i["b"], True)
@@ -250,7 +250,7 @@ def torch_case(args, s, device):
         def fb():
             F.conv2d(x, w, b, padding=1).backward(dout)
         kh, kw, c, f = i["w"].shape
-        return time_calls(fb, args.repeats, sync), 3 * 2 * i["x"].shape[1] * i["x"].shape[2] * kh * kw * c * f
+        return fb, 3 * 2 * i["x"].shape[1] * i["x"].shape[2] * kh * kw * c * f
     if case == "attention":
         feats = t(i["features"], True)
         q, w1, b1, w2, b2, v = (t(i[k], True) for k in ("query", "w1", "b1", "w2", "b2", "v"))
@@ -259,7 +259,7 @@ def torch_case(args, s, device):
         def fb():
             alpha = torch.softmax(torch.tanh(feats @ w1 + b1 + (q @ w2 + b2)[:, None, :]) @ v, dim=1)
             torch.bmm(alpha[:, None, :], feats)[:, 0].backward(dctx)
-        return time_calls(fb, args.repeats, sync), 0
+        return fb, 0
     if case in ("gru_step", "lstm_step"):
         H = s["H"]
         cell = (torch.nn.GRUCell if case == "gru_step" else torch.nn.LSTMCell)(2 * H, H).to(device)
@@ -268,7 +268,7 @@ def torch_case(args, s, device):
         def fb():
             out = cell(x, h) if case == "gru_step" else cell(x, (h, c))[0]
             out.backward(dh)
-        return time_calls(fb, args.repeats, sync), 0
+        return fb, 0
     if case == "output":
         hs, w, b = t(i["hs"], True), t(i["w"], True), t(i["b"], True)
         targets, mask = t(i["targets"]), t(i["mask"])
@@ -276,7 +276,7 @@ def torch_case(args, s, device):
         def fb():
             logits = hs @ w + b
             F.cross_entropy(logits[mask], targets[mask]).backward()
-        return time_calls(fb, args.repeats, sync), 0
+        return fb, 0
     p = {k: t(v, case == "decoder") for k, v in decoder_params(s).items()}
     feats, caps = t(i["features"]), t(i["captions"])
     H = s["H"]
@@ -317,7 +317,7 @@ def torch_case(args, s, device):
             loss = F.cross_entropy(logits[mask], targets[mask])
             loss.backward()
             return loss
-        return time_calls(step, args.repeats, sync), 0
+        return step, 0
     if case == "beam":
         k, V, T = 3, s["V"], s["T"]
 
@@ -348,7 +348,7 @@ def torch_case(args, s, device):
                     if bool(finished.all()):
                         break
                 return history[torch.arange(N), scores.argmax(1)].cpu()
-        return time_calls(beam, args.repeats, sync), 0
+        return beam, 0
     raise ValueError(case)
 
 
@@ -395,9 +395,12 @@ def main():
 
             def sync():
                 return None
-        times, flops = scratch_case(xp, args, s, sync)
+        work, flops = scratch_case(xp, args, s)
     else:
-        times, flops = torch_case(args, s, "cuda" if args.lib == "torch-cuda" else "cpu")
+        import torch
+        sync = torch.cuda.synchronize if args.lib == "torch-cuda" else (lambda: None)
+        work, flops = torch_case(args, s, "cuda" if args.lib == "torch-cuda" else "cpu")
+    times = time_calls(work, args.repeats, sync)
     print(json.dumps({"times": times, "flops": flops, "blas": blas_info(), "gpu": gpu_info(args.lib)}))
 
 

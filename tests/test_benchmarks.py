@@ -57,3 +57,21 @@ def test_every_gpu_case_runs_on_the_cupy_stand_in(tmp_path):
     assert cases["cupy"] == {r["case"] for r in data["results"]} and len(cases["cupy"]) == 11
     assert cases["cupy SCRATCHCAP_FUSED=0"] == {"attention", "gru_step", "lstm_step", "decoder", "beam"}
     assert "stand-in" in json.dumps(data["info"])
+
+
+def test_launch_counts_fused_kernels_cut_launches_and_training_does_not_sync_per_step(tmp_path):
+    out = tmp_path / "launches.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "launches.py"), "--small",
+                           "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {(r["case"], r["library"]): r for r in json.load(open(out))["results"]}
+    for case in ("decoder", "beam"):
+        fused, plain = rows[(case, "scratchcap")], rows[(case, "scratchcap SCRATCHCAP_FUSED=0")]
+        assert 0 < fused["kernels"] < plain["kernels"], (fused, plain)
+    # Syncs of a training step: the two index checks, the mask count and the loss, however many words.
+    assert rows[("decoder", "scratchcap")]["to_host"] <= 4
+    try:
+        import torch  # noqa: F401
+        assert rows[("decoder", "torch")]["kernels"] > 0
+    except ImportError:
+        assert ("decoder", "torch") not in rows

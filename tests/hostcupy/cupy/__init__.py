@@ -14,16 +14,24 @@ the discipline that real CuPy enforces and NumPy does not:
 - ``ElementwiseKernel`` runs only the bodies of scratchcap.ops.fused, interpreted by
   ``fused.evaluate``, with CuPy's broadcasting and output conventions.
 
+``counts`` tallies what a GPU would be asked to do: ``kernels`` (operations that make
+or write array data), ``views`` (no data touched), ``to_device`` copies and ``to_host``
+copies and syncs (``get``, ``float(x)``, ``bool(x)``, ``item``): benchmarks/launches.py
+reads it.
+
 It is at least as strict as CuPy (it refuses NumPy index arrays, which CuPy may copy),
 and it proves nothing about CUDA numerics or speed: scratchcap.parity on a GPU does.
 """
 from __future__ import annotations
 
+import collections
 import types
 
 import numpy as _np
 
 __version__ = "host-stand-in"
+
+counts = collections.Counter()
 
 _IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. "
              "Please use `.get()` to construct a NumPy array explicitly.")
@@ -52,8 +60,17 @@ def _wrap(y):
     return y
 
 
+def _counted(y, given=()):
+    """Tally a result: new data is a kernel's work, a view of old data is not, an input handed back is neither."""
+    for a in y if isinstance(y, tuple) else (y,):
+        if isinstance(a, (_np.ndarray, _np.generic)) and not any(a is g for g in given):
+            counts["views" if isinstance(a, _np.ndarray) and a.base is not None else "kernels"] += 1
+    return y
+
+
 def _call(func, args, kwargs):
-    return _wrap(func(*_dev(args), **_dev(kwargs)))
+    args = _dev(args)
+    return _wrap(_counted(func(*args, **_dev(kwargs)), (getattr(func, "__self__", None),) + args))
 
 
 def _function(func):
@@ -75,6 +92,7 @@ class ndarray:
         self._host = host
 
     def get(self, stream=None, order="C", out=None):
+        counts["to_host"] += 1
         return self._host.copy(order=order)
 
     def __array__(self, *args, **kwargs):
@@ -90,12 +108,16 @@ class ndarray:
         if name.startswith("__"):
             raise AttributeError(name)
         value = getattr(self._host, name)
-        return _function(value) if callable(value) else _wrap(value)
+        if name in ("item", "tolist"):
+            counts["to_host"] += 1
+            return value
+        return _function(value) if callable(value) else _wrap(_counted(value))
 
     def __getitem__(self, key):
-        return _wrap(self._host[_dev(key)])
+        return _wrap(_counted(self._host[_dev(key)]))
 
     def __setitem__(self, key, value):
+        counts["kernels"] += 1
         self._host[_dev(key)] = _dev(value)
 
     def __len__(self):
@@ -105,12 +127,15 @@ class ndarray:
         return (_wrap(row) for row in self._host)
 
     def __bool__(self):
+        counts["to_host"] += 1
         return bool(self._host)
 
     def __float__(self):
+        counts["to_host"] += 1
         return float(self._host)
 
     def __int__(self):
+        counts["to_host"] += 1
         return int(self._host)
 
     def __format__(self, spec):
@@ -126,12 +151,13 @@ class ndarray:
 def _operator(name):
     def op(self, *args):
         result = getattr(self._host, name)(*_dev(args))
-        return NotImplemented if result is NotImplemented else _wrap(result)
+        return NotImplemented if result is NotImplemented else _wrap(_counted(result))
     return op
 
 
 def _inplace(name):
     def op(self, other):
+        counts["kernels"] += 1
         getattr(self._host, name)(_dev(other))
         return self
     return op
@@ -148,11 +174,14 @@ for _name in ("neg pos abs invert lt le gt ge eq ne".split()):
 # Explicit transfers: the only ways across.
 def asarray(a, dtype=None, order=None):
     if isinstance(a, ndarray):
-        return ndarray(_np.asarray(a._host, dtype=dtype, order=order))
+        host = _np.asarray(a._host, dtype=dtype, order=order)
+        return a if host is a._host else ndarray(_counted(host))  # CuPy hands back the array itself
+    counts["to_device"] += 1
     return ndarray(_np.array(a, dtype=dtype, order=order or "K", copy=True))
 
 
 def array(a, dtype=None, copy=True, order="K"):
+    counts["kernels" if isinstance(a, ndarray) else "to_device"] += 1
     host = a._host if isinstance(a, ndarray) else a
     return ndarray(_np.array(host, dtype=dtype, order=order, copy=True))
 
@@ -184,6 +213,7 @@ class ElementwiseKernel:
             raise TypeError(f"{self.name}: wrong number of arguments ({len(args)})")
         if not all(isinstance(a, ndarray) for a in args):  # kernels take device arrays only
             raise TypeError(f"{self.name}: Unsupported type {[type(a) for a in args]}")
+        counts["kernels"] += 1
         hosts = [a._host for a in ins]
         shape = _np.broadcast_shapes(*(h.shape for h in hosts))
         results = self._evaluate(self.name, *hosts)

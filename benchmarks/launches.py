@@ -1,0 +1,116 @@
+"""Device work per decoder training step and per beam search, counted without a GPU: scratchcap against PyTorch.
+
+    python benchmarks/launches.py [--small] [--json out.json]
+
+At the benchmark's shapes (batch 64, 20 words, L = 196, H = A = 512, V = 5000) a decoder step is
+a few GFLOP, about a millisecond of a current GPU's arithmetic, so its GPU time is set mostly by how
+many kernels are launched and how often the host waits for the device. This counts both:
+
+- scratchcap runs on the CuPy stand-in of tests/hostcupy, whose counters tally kernels (operations
+  that write array data), views, and copies or syncs to the host; with the fused kernels on, and
+  off (SCRATCHCAP_FUSED=0);
+- PyTorch's CPU profiler lists the aten operations of the reference in benchmarks/worker.py: those
+  that compute rather than make views are the kernels it would launch on CUDA, and
+  aten::_local_scalar_dense is a sync.
+
+Counts do not depend on the widths, so the widths are tiny; the batch, the 20 steps and the beam
+are the benchmark's. A count is not a time: a CuPy launch costs more Python than a PyTorch one, and
+PyTorch's backward pass runs in C++. gpu_check.sh measures the times.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path[:0] = [os.path.join(ROOT, "tests", "hostcupy"), ROOT, HERE]  # the stand-in shadows any real CuPy
+
+import worker  # noqa: E402
+
+CASES = ("decoder", "beam")
+VIEWS = {"aten::" + n for n in (
+    "view _unsafe_view _reshape_alias reshape as_strided alias t transpose permute select slice narrow unsqueeze "
+    "squeeze expand expand_as split unbind detach lift_fresh empty empty_like empty_strided new_empty "
+    "new_empty_strided resolve_conj resolve_neg result_type size stride contiguous view_as numpy_T").split()}
+
+
+def work_args(case):
+    return argparse.Namespace(case=case, small=True, weights="", batch=1, repeats=1, threads=1)
+
+
+def scratchcap_counts(case, s):
+    """{label: counts} for scratchcap on the stand-in, with the fused kernels on and off."""
+    import cupy
+
+    if cupy.__version__ != "host-stand-in":
+        raise RuntimeError(f"expected the CuPy stand-in of tests/hostcupy, got cupy {cupy.__version__}")
+    rows = {}
+    for label, fused in (("scratchcap", "1"), ("scratchcap SCRATCHCAP_FUSED=0", "0")):
+        os.environ["SCRATCHCAP_FUSED"] = fused
+        work, _ = worker.scratch_case(cupy, work_args(case), s)
+        work()  # warm-up: allocations made once are not per-step work
+        cupy.counts.clear()
+        work()
+        rows[label] = {k: cupy.counts[k] for k in ("kernels", "views", "to_host")}
+    os.environ.pop("SCRATCHCAP_FUSED")
+    return rows
+
+
+def torch_counts(case, s):
+    """{"torch": counts} from PyTorch's profiler, or {} without PyTorch."""
+    try:
+        import torch  # noqa: F401
+        from torch.profiler import ProfilerActivity, profile
+    except ImportError:
+        return {}
+    work, _ = worker.torch_case(work_args(case), s, "cpu")
+    work()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        work()
+    aten = [e for e in prof.events() if e.name.startswith("aten::")]
+
+    def computes(e):  # a kernel of its own: not a view, and no computing op inside it
+        return e.name not in VIEWS and e.name != "aten::_local_scalar_dense" and all(
+            c.name in VIEWS for c in e.cpu_children)
+
+    return {"torch": dict(kernels=sum(computes(e) for e in aten),
+                          views=sum(e.name in VIEWS and not e.cpu_children for e in aten),
+                          to_host=sum(e.name == "aten::_local_scalar_dense" for e in aten))}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--small", action="store_true", help="4 steps instead of 20: a smoke test")
+    p.add_argument("--json", help="write the counts here")
+    args = p.parse_args(argv)
+    s = dict(worker.SMALL, N=worker.FULL["N"], T=4 if args.small else worker.FULL["T"],
+             beam_images=worker.FULL["beam_images"])
+    results = []
+    print(f"{'case':<9}{'library':<32}{'kernels':>9}{'per step':>10}{'views':>8}{'to host':>9}")
+    for case in CASES:
+        for label, c in {**scratchcap_counts(case, s), **torch_counts(case, s)}.items():
+            results.append(dict(case=case, library=label, steps=s["T"], **c))
+            print(f"{case:<9}{label:<32}{c['kernels']:>9}{c['kernels'] / s['T']:>10.1f}{c['views']:>8}"
+                  f"{c['to_host']:>9}")
+    print(f"decoder: one training step, batch {s['N']}, {s['T']} words; beam: beam-3 search of "
+          f"{s['beam_images']} images, at most {s['T']} words")
+    if args.json:
+        import time
+
+        import numpy
+
+        from run import _commit
+        from scratchcap.atomic import write_json
+        torch = sys.modules.get("torch")
+        info = dict(date=time.strftime("%Y-%m-%d"), commit=_commit(), numpy=numpy.__version__,
+                    torch=torch.__version__ if torch else None, shapes=s)
+        write_json(args.json, dict(info=info, results=results), indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

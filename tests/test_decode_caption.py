@@ -191,4 +191,5 @@ def test_caption_and_evaluate_agree_on_the_gpu_path(tiny_checkpoint, tmp_path, h
         assert (tmp_path / f"{device}.png").exists()
     assert [c for c, _ in results["gpu"][0]] == [c for c, _ in results["cpu"][0]]
     assert [p for _, p in results["gpu"][0]] == pytest.approx([p for _, p in results["cpu"][0]], rel=1e-9)
-    assert results["gpu"][1] == pytest.approx(results["cpu"][1], rel=1e-9)
+    scores = {d: {k: v for k, v in results[d][1].items() if v is not None} for d in results}  # METEOR needs nltk data
+    assert set(results["gpu"][1]) == set(results["cpu"][1]) and scores["gpu"] == pytest.approx(scores["cpu"], rel=1e-9)

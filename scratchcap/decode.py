@@ -27,6 +27,24 @@ def _repeat(enc, k):
     return get_array_module(enc).repeat(enc, k, axis=0)
 
 
+def top_k(total, k):
+    """Indices of the k largest entries of each row of ``total`` (n, m), best first, ties to the lower index.
+
+    The same as ``np.argsort(-total, axis=1, kind="stable")[:, :k]`` without sorting whole rows
+    (a beam's row holds k * V scores): a partition finds each row's k-th value, and only the
+    entries at or above it (every tie included) are sorted.
+    """
+    n, m = total.shape
+    if k >= m:
+        return np.argsort(-total, axis=1, kind="stable")
+    kth = -np.partition(-total, k - 1, axis=1)[:, k - 1]
+    out = np.empty((n, k), dtype=np.intp)
+    for r in range(n):
+        candidates = np.flatnonzero(total[r] >= kth[r])  # ascending index: the stable sort keeps ties in order
+        out[r] = candidates[np.argsort(-total[r, candidates], kind="stable")[:k]]
+    return out
+
+
 def _result(vocab, ids, logprob, alphas):
     words = vocab.decode(ids)
     out = dict(words=words, logprob=float(logprob))
@@ -81,7 +99,7 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         logp[finished] = -np.inf
         logp[finished, vocab.pad] = 0.0
         total = (scores[:, :, None] + logp).reshape(N, k * V)
-        order = np.argsort(-total, axis=1, kind="stable")[:, :k]
+        order = top_k(total, k)
         src, word = order // V, order % V
         scores = np.take_along_axis(total, order, axis=1)
         rows = (np.arange(N)[:, None] * k + src).reshape(-1)

@@ -11,7 +11,7 @@ from scratchcap.checkpoint import save_checkpoint
 from scratchcap.captioner import attention_figure
 from scratchcap.data import Vocabulary
 from scratchcap.data.shapes import generate_shapes
-from scratchcap.decode import beam_search, greedy
+from scratchcap.decode import beam_search, greedy, top_k
 from scratchcap.models import MODELS
 from scratchcap.weights import save_weights
 from vgg_fixtures import TINY_WIDTHS, random_layers
@@ -43,6 +43,17 @@ def test_beam_search_returns_attention_per_word_and_stops(name):
         assert len(res["words"]) <= 5
         assert res["alphas"].shape[1] == 4 and len(res["alphas"]) in (len(res["words"]), len(res["words"]) + 1)
         np.testing.assert_allclose(res["alphas"].sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_top_k_equals_a_stable_sort_of_the_whole_row():
+    rng = np.random.default_rng(0)
+    for m, k in ((15, 3), (40, 1), (5, 5), (6, 9), (30000, 3)):
+        total = rng.integers(-3, 3, size=(7, m)).astype(float)  # many ties, at the k-th value too
+        total[0] = -np.inf
+        total[1, 2:] = -np.inf  # fewer finite scores than k
+        total[2] += rng.standard_normal(m)
+        want = np.argsort(-total, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(top_k(total, k), want, err_msg=f"m={m} k={k}")
 
 
 def test_beam_search_finds_the_best_sequence_of_a_known_model():

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend import get_array_module, to_numpy
+
 
 def _dtype_kind(a) -> str:
     return np.dtype(a.dtype).kind
@@ -36,8 +38,6 @@ def index_range(layer: str, what: str, idx, V: int, against: str):
     """Check 0 <= idx < V, fetching both bounds in one copy: on a GPU each copy is a sync."""
     if not idx.size:
         return
-    from ..backend import get_array_module, to_numpy
-
     lo, hi = (int(b) for b in to_numpy(get_array_module(idx).stack((idx.min(), idx.max()))))
     if lo < 0 or hi >= V:
         raise ValueError(f"{layer}: {what} must lie in [0, {V}) for {against}, got range [{lo}, {hi}]")

@@ -4,9 +4,11 @@
 # On a fresh GPU machine, from the repository root, installing nothing, in under 8 minutes:
 #   1. the CuPy parity suite (python -m scratchcap.parity: needs no pytest), VGG-16 on the photos in
 #      $PHOTOS (default ../shared/flickr8k/originals; generated images where there are none);
-#   2. the quick benchmarks, CPU and GPU, with PyTorch where it is installed;
+#   2. the quick benchmarks, CPU and GPU, with PyTorch where it is installed, then VGG-16 on the GPU at
+#      batch 1 and 16, with Winograd and by im2col;
 #   3. a short --device gpu training run on a small generated shapes set.
-# Writes OUT_DIR/gpu_check.log, OUT_DIR/results-gpu.json and OUT_DIR/run/. Exit status: the number of failed steps.
+# Each step has a time limit; together they come to 8 minutes.
+# Writes OUT_DIR/gpu_check.log, OUT_DIR/results-gpu.json, OUT_DIR/results-gpu-vgg16.json and OUT_DIR/run/. Exit status: the number of failed steps.
 # Rehearsal without a GPU, on the strict CuPy stand-in (numbers mean nothing):
 #   PYTHONPATH=tests/hostcupy bash benchmarks/gpu_check.sh /tmp/rehearsal
 set -u
@@ -30,8 +32,9 @@ step() {  # step NAME SECONDS COMMAND...
   python -c "import cupy; print('cupy', cupy.__version__)" 2>&1 || true
 } >"$log"
 step parity 150 python -m scratchcap.parity --images "${PHOTOS:-../shared/flickr8k/originals}"
-step benchmarks 210 python benchmarks/run.py --device all --quick --rounds 1 --json "$out/results-gpu.json"
-step training 90 python -m scratchcap.train --device gpu --shapes-images 300,40,20 --data-dir "$out/shapes" \
+step benchmarks 180 python benchmarks/run.py --device all --quick --rounds 1 --json "$out/results-gpu.json"
+step vgg16 70 python benchmarks/run.py --device gpu --cases vgg16 --rounds 1 --json "$out/results-gpu-vgg16.json"
+step training 80 python -m scratchcap.train --device gpu --shapes-images 300,40,20 --data-dir "$out/shapes" \
   --features "$out/shapes-features.h5" --epochs 2 --out "$out/run" --no-progress
 tail -n 40 "$log"
 exit $failed

@@ -62,6 +62,8 @@ def coretype_variants():
     return [("", {}), ("OPENBLAS_CORETYPE=Haswell", {"OPENBLAS_CORETYPE": "Haswell"})]
 
 
+# The worker's switch for VGG-16 without Winograd (VGG16(..., winograd=False)).
+IM2COL = "SCRATCHCAP_BENCH_IM2COL"
 # Cases whose CuPy run uses the fused kernels of scratchcap/ops/fused.py; timed with them switched off too.
 FUSED_CASES = ("attention", "gru_step", "lstm_step", "decoder", "beam")
 
@@ -72,6 +74,8 @@ def variants_for(lib, case, coretypes):
         return coretypes
     if lib == "cupy" and case in FUSED_CASES:
         return [("", {}), ("SCRATCHCAP_FUSED=0", {"SCRATCHCAP_FUSED": "0"})]
+    if lib == "cupy" and case == "vgg16":  # Winograd was chosen on the CPU; time the GPU both ways
+        return [("", {}), ("im2col", {IM2COL: "1"})]
     return [("", {})]
 
 

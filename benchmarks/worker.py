@@ -155,7 +155,8 @@ def scratch_case(xp, args, s):
         from scratchcap.vgg16 import VGG16
         layers, _ = vgg_layers(args.weights, args.small)
         model = VGG16(to_device(layers, device), dict(preprocessing="caffe", channel_order="BGR", input_scale=255.0,
-                                                      mean=(0, 0, 0), std=(1, 1, 1)))
+                                                      mean=(0, 0, 0), std=(1, 1, 1)),
+                      winograd=os.environ.get("SCRATCHCAP_BENCH_IM2COL") != "1")  # run.py's im2col variant
         size = s["image"]
         x = to_device(np.random.default_rng(1).standard_normal((args.batch, size, size, 3)).astype(np.float32) * 50,
                       device)

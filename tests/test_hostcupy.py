@@ -69,3 +69,24 @@ def test_the_parity_command_passes_on_the_stand_in(tmp_path):
     assert "checks within tolerance" in lines[-1] and not any(line.startswith("BAD") for line in lines)
     assert sum(line.startswith("ok ") for line in lines) > 80
     assert "generated images, random weights" in run.stdout
+
+
+def test_on_the_gpu_a_vgg16_layer_is_one_block_whatever_the_batch(hostcupy, monkeypatch):
+    """The CPU's cache-sized blocks would cost a GPU launches per block: there the kernel count stays flat."""
+    from scratchcap.ops import conv
+    from scratchcap.vgg16 import VGG16
+    from vgg_fixtures import random_layers
+
+    model = VGG16(to_device(random_layers(5), "gpu"), dict(preprocessing="caffe", channel_order="BGR",
+                                                          input_scale=255.0, mean=(0, 0, 0), std=(1, 1, 1)))
+
+    def kernels(batch):
+        x = hostcupy.asarray(np.random.default_rng(0).standard_normal((batch, 224, 224, 3)).astype(np.float32))
+        model.forward(x, layers=("block2_conv2",))
+        hostcupy.counts.clear()
+        model.forward(x, layers=("block2_conv2",))
+        return hostcupy.counts["kernels"]
+
+    assert kernels(4) == kernels(1)
+    monkeypatch.setattr(conv, "GPU_BLOCK_BYTES", 0)  # the CPU's budgets: block1_conv2 goes image by image
+    assert kernels(4) > kernels(1)

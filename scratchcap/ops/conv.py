@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..backend import get_array_module
 from . import _checks
 from .winograd import winograd_conv3x3
@@ -142,6 +144,13 @@ BLOCK_BYTES = 8 << 20
 # scratch of one input-transform chunk (small: it should stay in cache).
 WINOGRAD_BLOCK_BYTES = 64 << 20
 WINOGRAD_CHUNK_BYTES = 2 << 20
+# A GPU has no cache to fit and pays a kernel launch per operation of every block, so
+# there the budgets above grow to this: a layer of a VGG-16 batch of 8 is one block.
+GPU_BLOCK_BYTES = 1 << 30
+
+
+def _budget(xp, cpu_bytes):
+    return cpu_bytes if xp is np else max(cpu_bytes, GPU_BLOCK_BYTES)
 
 
 def _row_blocks(n_images, rows, row_bytes, budget):
@@ -202,7 +211,7 @@ def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None, 
 
     xpad = _pad(x, pads, workspace)
     out = xp.empty((N, Ho, Wo, f), dtype=x.dtype)
-    for images, r0, r1 in _row_blocks(N, Ho, Wo * kh * kw * c * x.dtype.itemsize, BLOCK_BYTES):
+    for images, r0, r1 in _row_blocks(N, Ho, Wo * kh * kw * c * x.dtype.itemsize, _budget(xp, BLOCK_BYTES)):
         part = xpad[images, r0 * stride:(r1 - 1) * stride + kh]
         n = part.shape[0]
         cols = workspace.get(xp, "cols", (n, r1 - r0, Wo, kh, kw, c), x.dtype)
@@ -233,8 +242,8 @@ def _winograd_forward(x, w, b, u, stride, pads, out_hw, workspace, relu):
     xpad = _pad(x, ((pt, pb + 2 * th - Ho), (pl, pr + 2 * tw - Wo)), workspace)  # whole tiles
     out = xp.empty((N, 2 * th, 2 * tw, f), dtype=x.dtype)
     tile_row_bytes = 16 * tw * (c + f) * x.dtype.itemsize   # V and M for one row of tiles
-    blocks = _row_blocks(N, th, tile_row_bytes, WINOGRAD_BLOCK_BYTES)
-    winograd_conv3x3(xpad, u, b, out, blocks, workspace, relu, WINOGRAD_CHUNK_BYTES)
+    blocks = _row_blocks(N, th, tile_row_bytes, _budget(xp, WINOGRAD_BLOCK_BYTES))
+    winograd_conv3x3(xpad, u, b, out, blocks, workspace, relu, _budget(xp, WINOGRAD_CHUNK_BYTES))
     if (2 * th, 2 * tw) != (Ho, Wo):
         out = xp.ascontiguousarray(out[:, :Ho, :Wo])
     return out

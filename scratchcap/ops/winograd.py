@@ -98,11 +98,15 @@ def winograd_conv3x3(xpad, u, b, out, blocks, workspace, relu, chunk_bytes):
         v = workspace.get(xp, "winograd_v", (4, 4, n, th, tw, c), xpad.dtype)
         m = workspace.get(xp, "winograd_m", (4, 4, n, th, tw, f), xpad.dtype)
         s = workspace.get(xp, "winograd_s", (2, 4, n, th, tw, f), xpad.dtype)
-        for i in range(n):
-            for a in range(r0, r1, step):
-                z = min(a + step, r1)
-                t = workspace.get(xp, "winograd_t", (4, 1, z - a, wp, c), xpad.dtype)
-                _input_transform(part[i:i + 1], a, z, t, v[:, :, i:i + 1, a - r0:z - r0])
+        if n * th <= step:  # the whole block in one chunk (on a GPU: one transform per layer)
+            t = workspace.get(xp, "winograd_t", (4, n, th, wp, c), xpad.dtype)
+            _input_transform(part, r0, r1, t, v)
+        else:
+            for i in range(n):
+                for a in range(r0, r1, step):
+                    z = min(a + step, r1)
+                    t = workspace.get(xp, "winograd_t", (4, 1, z - a, wp, c), xpad.dtype)
+                    _input_transform(part[i:i + 1], a, z, t, v[:, :, i:i + 1, a - r0:z - r0])
         p = n * th * tw
         xp.matmul(v.reshape(16, p, c), u, out=m.reshape(16, p, f))
         m[1, 1] += b                                 # A^T e1 e1^T A is all ones: b reaches all 4 outputs

@@ -1,4 +1,4 @@
-"""Device work per decoder training step and per beam search, counted without a GPU: scratchcap against PyTorch.
+"""Device work of a decoder step, a beam search and VGG-16, counted without a GPU: scratchcap against PyTorch.
 
     python benchmarks/launches.py [--small] [--json out.json]
 
@@ -8,19 +8,19 @@ many kernels are launched and how often the host waits for the device. This coun
 
 - scratchcap runs on the CuPy stand-in of tests/hostcupy, whose counters tally kernels (operations
   that write array data), views, and copies or syncs to the host; with the fused kernels on, and
-  off (SCRATCHCAP_FUSED=0);
+  off (SCRATCHCAP_FUSED=0); VGG-16 by Winograd and by im2col;
 - PyTorch's CPU profiler lists the aten operations of the reference in benchmarks/worker.py: those
   that compute rather than make views are the kernels it would launch on CUDA, and
   aten::_local_scalar_dense is a sync.
 
-Counts do not depend on the widths, so the widths are tiny; the batch, the 20 steps and the beam
-are the benchmark's. A count is not a time: a CuPy launch costs more Python than a PyTorch one, and
-PyTorch's backward pass runs in C++. gpu_check.sh measures the times.
+Counts do not depend on the widths, so the widths are tiny; the batch, the 20 steps, the beam and
+the image size are the benchmark's. A count is not a time: a CuPy launch costs more Python than a
+PyTorch one, PyTorch's backward pass runs in C++, and a cuDNN convolution may launch more than one
+kernel. gpu_check.sh measures the times.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -30,43 +30,50 @@ sys.path[:0] = [os.path.join(ROOT, "tests", "hostcupy"), ROOT, HERE]  # the stan
 
 import worker  # noqa: E402
 
-CASES = ("decoder", "beam")
+# (case, batch, the variants of scratchcap to count: label suffix and environment)
+CASES = (("decoder", 1, (("", {}), (" SCRATCHCAP_FUSED=0", {"SCRATCHCAP_FUSED": "0"}))),
+         ("beam", 1, (("", {}), (" SCRATCHCAP_FUSED=0", {"SCRATCHCAP_FUSED": "0"}))),
+         ("vgg16", 1, (("", {}), (" im2col", {"SCRATCHCAP_BENCH_IM2COL": "1"}))),
+         ("vgg16", 16, (("", {}), (" im2col", {"SCRATCHCAP_BENCH_IM2COL": "1"}))))
 VIEWS = {"aten::" + n for n in (
     "view _unsafe_view _reshape_alias reshape as_strided alias t transpose permute select slice narrow unsqueeze "
     "squeeze expand expand_as split unbind detach lift_fresh empty empty_like empty_strided new_empty "
     "new_empty_strided resolve_conj resolve_neg result_type size stride contiguous view_as numpy_T").split()}
 
 
-def work_args(case):
-    return argparse.Namespace(case=case, small=True, weights="", batch=1, repeats=1, threads=1)
+def work_args(case, batch):
+    return argparse.Namespace(case=case, small=True, weights="", batch=batch, repeats=1, threads=1)
 
 
-def scratchcap_counts(case, s):
-    """{label: counts} for scratchcap on the stand-in, with the fused kernels on and off."""
+def scratchcap_counts(case, batch, variants, s):
+    """{label: counts} for scratchcap on the stand-in, in each variant's environment."""
     import cupy
 
     if cupy.__version__ != "host-stand-in":
         raise RuntimeError(f"expected the CuPy stand-in of tests/hostcupy, got cupy {cupy.__version__}")
     rows = {}
-    for label, fused in (("scratchcap", "1"), ("scratchcap SCRATCHCAP_FUSED=0", "0")):
-        os.environ["SCRATCHCAP_FUSED"] = fused
-        work, _ = worker.scratch_case(cupy, work_args(case), s)
-        work()  # warm-up: allocations made once are not per-step work
-        cupy.counts.clear()
-        work()
-        rows[label] = {k: cupy.counts[k] for k in ("kernels", "views", "to_host")}
-    os.environ.pop("SCRATCHCAP_FUSED")
+    for suffix, env in variants:
+        os.environ.update(env)
+        try:
+            work, _ = worker.scratch_case(cupy, work_args(case, batch), s)
+            work()  # warm-up: allocations made once are not per-step work
+            cupy.counts.clear()
+            work()
+        finally:
+            for k in env:
+                os.environ.pop(k)
+        rows["scratchcap" + suffix] = {k: cupy.counts[k] for k in ("kernels", "views", "to_host")}
     return rows
 
 
-def torch_counts(case, s):
+def torch_counts(case, batch, s):
     """{"torch": counts} from PyTorch's profiler, or {} without PyTorch."""
     try:
         import torch  # noqa: F401
         from torch.profiler import ProfilerActivity, profile
     except ImportError:
         return {}
-    work, _ = worker.torch_case(work_args(case), s, "cpu")
+    work, _ = worker.torch_case(work_args(case, batch), s, "cpu")
     work()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         work()
@@ -87,16 +94,19 @@ def main(argv=None):
     p.add_argument("--json", help="write the counts here")
     args = p.parse_args(argv)
     s = dict(worker.SMALL, N=worker.FULL["N"], T=4 if args.small else worker.FULL["T"],
-             beam_images=worker.FULL["beam_images"])
+             beam_images=worker.FULL["beam_images"], image=worker.FULL["image"])
     results = []
-    print(f"{'case':<9}{'library':<32}{'kernels':>9}{'per step':>10}{'views':>8}{'to host':>9}")
-    for case in CASES:
-        for label, c in {**scratchcap_counts(case, s), **torch_counts(case, s)}.items():
-            results.append(dict(case=case, library=label, steps=s["T"], **c))
-            print(f"{case:<9}{label:<32}{c['kernels']:>9}{c['kernels'] / s['T']:>10.1f}{c['views']:>8}"
-                  f"{c['to_host']:>9}")
+    print(f"{'case':<11}{'library':<32}{'kernels':>9}{'per word':>10}{'views':>8}{'to host':>9}")
+    for case, batch, variants in CASES:
+        name = f"{case} b{batch}" if case == "vgg16" else case
+        steps = 1 if case == "vgg16" else s["T"]
+        for label, c in {**scratchcap_counts(case, batch, variants, s), **torch_counts(case, batch, s)}.items():
+            results.append(dict(case=name, library=label, steps=steps, **c))
+            per_word = f"{c['kernels'] / steps:.1f}" if steps > 1 else ""
+            print(f"{name:<11}{label:<32}{c['kernels']:>9}{per_word:>10}{c['views']:>8}{c['to_host']:>9}")
     print(f"decoder: one training step, batch {s['N']}, {s['T']} words; beam: beam-3 search of "
-          f"{s['beam_images']} images, at most {s['T']} words")
+          f"{s['beam_images']} images, at most {s['T']} words; vgg16: to block5_conv3 at {s['image']} px "
+          "(layers 1/16 as wide: the count does not depend on the widths)")
     if args.json:
         import time
 

@@ -13,8 +13,8 @@ many kernels are launched and how often the host waits for the device. This coun
   that compute rather than make views are the kernels it would launch on CUDA, and
   aten::_local_scalar_dense is a sync.
 
-Counts do not depend on the widths, so the widths are tiny; the batch, the 20 steps, the beam and
-the image size are the benchmark's. A count is not a time: a CuPy launch costs more Python than a
+The batch, the 20 steps, the beam and the image size are the benchmark's; the widths are tiny.
+The decoder's and the beam's counts do not depend on them; VGG-16's blocks do, a little. A count is not a time: a CuPy launch costs more Python than a
 PyTorch one, PyTorch's backward pass runs in C++, and a cuDNN convolution may launch more than one
 kernel. gpu_check.sh measures the times.
 """
@@ -106,7 +106,7 @@ def main(argv=None):
             print(f"{name:<11}{label:<32}{c['kernels']:>9}{per_word:>10}{c['views']:>8}{c['to_host']:>9}")
     print(f"decoder: one training step, batch {s['N']}, {s['T']} words; beam: beam-3 search of "
           f"{s['beam_images']} images, at most {s['T']} words; vgg16: to block5_conv3 at {s['image']} px "
-          "(layers 1/16 as wide: the count does not depend on the widths)")
+          "(layers 1/16 as wide)")
     if args.json:
         import time
 

@@ -33,6 +33,13 @@ def test_the_stand_in_refuses_what_cupy_refuses(hostcupy):
         with pytest.raises(TypeError):
             call()
             pytest.fail(what)
+    from scratchcap.ops import fused
+    add_tanh = fused.kernel(hostcupy, "scratchcap_add_tanh")
+    with pytest.raises(TypeError, match="Unsupported type"):
+        add_tanh(x, host)
+    with pytest.raises(TypeError, match="Type is mismatched"):
+        add_tanh(x, x.astype(np.float32))
+    np.testing.assert_allclose(to_numpy(add_tanh(x, x)), np.tanh(2 * to_numpy(x)))
     assert isinstance(x.sum(), hostcupy.ndarray) and x.sum().ndim == 0  # 0-d arrays, not NumPy scalars
     assert isinstance(x[0, 1], hostcupy.ndarray) and float(x[0, 1]) == 1.0
     assert isinstance(np.tanh(x), hostcupy.ndarray)  # NumPy's ufuncs dispatch to the device, as in CuPy

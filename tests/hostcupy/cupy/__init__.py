@@ -218,6 +218,8 @@ class ElementwiseKernel:
             raise TypeError(f"{self.name}: wrong number of arguments ({len(args)})")
         if not all(isinstance(a, ndarray) for a in args):  # kernels take device arrays only
             raise TypeError(f"{self.name}: Unsupported type {[type(a) for a in args]}")
+        if len({a.dtype for a in args}) > 1:  # every parameter is typed T: one dtype for all
+            raise TypeError(f"{self.name}: Type is mismatched: {[str(a.dtype) for a in args]}")
         counts["kernels"] += 1
         hosts = [a._host for a in ins]
         shape = _np.broadcast_shapes(*(h.shape for h in hosts))

@@ -13,6 +13,7 @@
 #   PYTHONPATH=tests/hostcupy bash benchmarks/gpu_check.sh /tmp/rehearsal
 set -u
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
+py=${PYTHON:-python3}  # the interpreter with CuPy (and PyTorch); set PYTHON to choose another
 mkdir -p "$out"
 log="$out/gpu_check.log"
 failed=0
@@ -29,12 +30,12 @@ step() {  # step NAME SECONDS COMMAND...
 {
   echo "gpu_check at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%FT%TZ)"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
-  python -c "import cupy; print('cupy', cupy.__version__)" 2>&1 || true
+  "$py" -c "import sys, cupy; print(sys.executable, 'cupy', cupy.__version__)" 2>&1 || true
 } >"$log"
-step parity 150 python -m scratchcap.parity --images "${PHOTOS:-../shared/flickr8k/originals}"
-step benchmarks 180 python benchmarks/run.py --device all --quick --rounds 1 --json "$out/results-gpu.json"
-step vgg16 70 python benchmarks/run.py --device gpu --cases vgg16 --rounds 1 --json "$out/results-gpu-vgg16.json"
-step training 80 python -m scratchcap.train --device gpu --shapes-images 300,40,20 --data-dir "$out/shapes" \
+step parity 150 "$py" -m scratchcap.parity --images "${PHOTOS:-../shared/flickr8k/originals}"
+step benchmarks 180 "$py" benchmarks/run.py --device all --quick --rounds 1 --json "$out/results-gpu.json"
+step vgg16 70 "$py" benchmarks/run.py --device gpu --cases vgg16 --rounds 1 --json "$out/results-gpu-vgg16.json"
+step training 80 "$py" -m scratchcap.train --device gpu --shapes-images 300,40,20 --data-dir "$out/shapes" \
   --features "$out/shapes-features.h5" --epochs 2 --out "$out/run" --no-progress
 tail -n 40 "$log"
 exit $failed

@@ -41,6 +41,8 @@ def top_k(total, k):
     out = np.empty((n, k), dtype=np.intp)
     for r in range(n):
         candidates = np.flatnonzero(total[r] >= kth[r])  # ascending index: the stable sort keeps ties in order
+        if len(candidates) < k:  # NaN scores compare false: the whole sort puts them last
+            candidates = np.arange(m)
         out[r] = candidates[np.argsort(-total[r, candidates], kind="stable")[:k]]
     return out
 

@@ -52,6 +52,7 @@ def test_top_k_equals_a_stable_sort_of_the_whole_row():
         total[0] = -np.inf
         total[1, 2:] = -np.inf  # fewer finite scores than k
         total[2] += rng.standard_normal(m)
+        total[3, 1:] = np.nan  # a diverged model: fewer comparable scores than k
         want = np.argsort(-total, axis=1, kind="stable")[:, :k]
         np.testing.assert_array_equal(top_k(total, k), want, err_msg=f"m={m} k={k}")
 

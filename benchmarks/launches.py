@@ -29,12 +29,10 @@ ROOT = os.path.dirname(HERE)
 sys.path[:0] = [os.path.join(ROOT, "tests", "hostcupy"), ROOT, HERE]  # the stand-in shadows any real CuPy
 
 import worker  # noqa: E402
+from run import _commit, variants_for  # noqa: E402
 
-# (case, batch, the variants of scratchcap to count: label suffix and environment)
-CASES = (("decoder", 1, (("", {}), (" SCRATCHCAP_FUSED=0", {"SCRATCHCAP_FUSED": "0"}))),
-         ("beam", 1, (("", {}), (" SCRATCHCAP_FUSED=0", {"SCRATCHCAP_FUSED": "0"}))),
-         ("vgg16", 1, (("", {}), (" im2col", {"SCRATCHCAP_BENCH_IM2COL": "1"}))),
-         ("vgg16", 16, (("", {}), (" im2col", {"SCRATCHCAP_BENCH_IM2COL": "1"}))))
+# (case, batch): the variants of each are the benchmark's own for CuPy (run.variants_for).
+CASES = (("decoder", 1), ("beam", 1), ("vgg16", 1), ("vgg16", 16))
 VIEWS = {"aten::" + n for n in (
     "view _unsafe_view _reshape_alias reshape as_strided alias t transpose permute select slice narrow unsqueeze "
     "squeeze expand expand_as split unbind detach lift_fresh empty empty_like empty_strided new_empty "
@@ -45,14 +43,14 @@ def work_args(case, batch):
     return argparse.Namespace(case=case, small=True, weights="", batch=batch, repeats=1, threads=1)
 
 
-def scratchcap_counts(case, batch, variants, s):
+def scratchcap_counts(case, batch, s):
     """{label: counts} for scratchcap on the stand-in, in each variant's environment."""
     import cupy
 
     if cupy.__version__ != "host-stand-in":
         raise RuntimeError(f"expected the CuPy stand-in of tests/hostcupy, got cupy {cupy.__version__}")
     rows = {}
-    for suffix, env in variants:
+    for label, env in variants_for("cupy", case, None):
         os.environ.update(env)
         try:
             work, _ = worker.scratch_case(cupy, work_args(case, batch), s)
@@ -62,7 +60,7 @@ def scratchcap_counts(case, batch, variants, s):
         finally:
             for k in env:
                 os.environ.pop(k)
-        rows["scratchcap" + suffix] = {k: cupy.counts[k] for k in ("kernels", "views", "to_host")}
+        rows[f"scratchcap {label}".strip()] = {k: cupy.counts[k] for k in ("kernels", "views", "to_host")}
     return rows
 
 
@@ -97,10 +95,10 @@ def main(argv=None):
              beam_images=worker.FULL["beam_images"], image=worker.FULL["image"])
     results = []
     print(f"{'case':<11}{'library':<32}{'kernels':>9}{'per word':>10}{'views':>8}{'to host':>9}")
-    for case, batch, variants in CASES:
+    for case, batch in CASES:
         name = f"{case} b{batch}" if case == "vgg16" else case
         steps = 1 if case == "vgg16" else s["T"]
-        for label, c in {**scratchcap_counts(case, batch, variants, s), **torch_counts(case, batch, s)}.items():
+        for label, c in {**scratchcap_counts(case, batch, s), **torch_counts(case, batch, s)}.items():
             results.append(dict(case=name, library=label, steps=steps, **c))
             per_word = f"{c['kernels'] / steps:.1f}" if steps > 1 else ""
             print(f"{name:<11}{label:<32}{c['kernels']:>9}{per_word:>10}{c['views']:>8}{c['to_host']:>9}")
@@ -112,7 +110,6 @@ def main(argv=None):
 
         import numpy
 
-        from run import _commit
         from scratchcap.atomic import write_json
         torch = sys.modules.get("torch")
         info = dict(date=time.strftime("%Y-%m-%d"), commit=_commit(), numpy=numpy.__version__,

@@ -31,7 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from worker import CONV_CASES  # noqa: E402
+from worker import CONV_CASES, IM2COL  # noqa: E402
 
 LAYER_CASES = [f"conv:{n}" for n in CONV_CASES] + ["attention", "gru_step", "lstm_step", "output"]
 CPU_LIBS, GPU_LIBS = ("numpy", "torch"), ("cupy", "torch-cuda")
@@ -62,8 +62,6 @@ def coretype_variants():
     return [("", {}), ("OPENBLAS_CORETYPE=Haswell", {"OPENBLAS_CORETYPE": "Haswell"})]
 
 
-# The worker's switch for VGG-16 without Winograd (VGG16(..., winograd=False)).
-IM2COL = "SCRATCHCAP_BENCH_IM2COL"
 # Cases whose CuPy run uses the fused kernels of scratchcap/ops/fused.py; timed with them switched off too.
 FUSED_CASES = ("attention", "gru_step", "lstm_step", "decoder", "beam")
 

@@ -35,6 +35,8 @@ FULL = dict(N=64, T=20, L=196, D=512, E=512, H=512, A=512, V=5000, beam_images=1
             conv_scale=1)
 SMALL = dict(N=3, T=4, L=9, D=8, E=8, H=8, A=8, V=40, beam_images=2, image=32, gemm=64, conv_scale=16)
 LIBS = ("numpy", "cupy", "torch", "torch-cuda")
+# Set to "1": VGG-16 by im2col alone, without Winograd (run.py's "im2col" variant).
+IM2COL = "SCRATCHCAP_BENCH_IM2COL"
 CASES = ("gemm", "vgg16", "attention", "gru_step", "lstm_step", "output", "decoder", "beam") + tuple(
     f"conv:{name}" for name in CONV_CASES)
 
@@ -156,7 +158,7 @@ def scratch_case(xp, args, s):
         layers, _ = vgg_layers(args.weights, args.small)
         model = VGG16(to_device(layers, device), dict(preprocessing="caffe", channel_order="BGR", input_scale=255.0,
                                                       mean=(0, 0, 0), std=(1, 1, 1)),
-                      winograd=os.environ.get("SCRATCHCAP_BENCH_IM2COL") != "1")  # run.py's im2col variant
+                      winograd=os.environ.get(IM2COL) != "1")
         size = s["image"]
         x = to_device(np.random.default_rng(1).standard_normal((args.batch, size, size, 3)).astype(np.float32) * 50,
                       device)

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from .atomic import write_json
+from .atomic import atomic_path, write_json
 from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_device
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DatasetError, Vocabulary, load_dataset, normalize
@@ -346,8 +346,7 @@ def train(args, log=_log):
         log(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.3f}, val loss {metrics['val_loss']:.3f}, "
             f"BLEU-4 {metrics['Bleu_4']:.3f}, CIDEr {metrics['CIDEr']:.3f}"
             + (f", exact {metrics['exact']:.3f}" if "exact" in metrics else ""))
-        with open(history_path, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+        _record_epoch(history_path, metrics)
         progress.update(epoch=epoch + 1, batch=0)
         if progress["best"] is None or metrics["CIDEr"] > progress["best"]:
             progress.update(best=metrics["CIDEr"], bad_epochs=0)
@@ -380,11 +379,30 @@ def train(args, log=_log):
     return run_dir, summary
 
 
+def _read_history(path):
+    """The rows of metrics.jsonl, one per epoch; none where the run has not finished an epoch yet."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def _record_epoch(path, row):
+    """Write metrics.jsonl again, atomically, as the rows of the epochs before ``row``'s, then ``row``.
+
+    Rewriting instead of appending: a run killed mid-write leaves the old file whole, and a resumed run that
+    redoes an epoch (killed after this write but before its checkpoint) replaces that epoch's row, not adds one.
+    """
+    rows = [r for r in _read_history(path) if r["epoch"] < row["epoch"]] + [row]
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
 def _plot(run_dir, history_path, batch_losses):
     """loss.png: training and validation loss, and validation BLEU-4, by epoch (the paper's Fig. 7)."""
     from .plots import line_plot, save_png
 
-    rows = [json.loads(line) for line in open(history_path)] if os.path.exists(history_path) else []
+    rows = _read_history(history_path)
     if not rows:
         return
     epochs = [r["epoch"] for r in rows]

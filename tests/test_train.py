@@ -176,6 +176,20 @@ def test_resume_with_more_epochs_extends_a_finished_run(workspace):
     assert (out / "checkpoint-epoch-2.h5").exists() and not (out / "checkpoint-epoch-1.h5").exists()
 
 
+def test_an_epoch_redone_on_resume_replaces_its_metrics_row(workspace):
+    # A run killed after writing epoch 2's row but before checkpointing epoch 2 redoes that epoch on resume.
+    root, weights = workspace
+    out = root / "redo"
+    assert train_module.main(_args(root, weights, out, "--epochs", "1")) == 0
+    rows = [json.loads(x) for x in open(out / "metrics.jsonl")]
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(dict(rows[0], epoch=2, train_loss=99.0)) + "\n")
+    assert train_module.main(["--resume", str(out), "--epochs", "2", "--no-progress", "--device", "cpu"]) == 0
+    rows = [json.loads(x) for x in open(out / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["train_loss"] != 99.0
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
+
+
 def test_sigterm_stops_a_run_like_ctrl_c_saving_where_it_was(workspace, monkeypatch, capsys):
     import signal
 

@@ -45,6 +45,16 @@ def test_beam_search_returns_attention_per_word_and_stops(name):
         np.testing.assert_allclose(res["alphas"].sum(axis=1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_attention_maps_keep_the_model_dtype(dtype):
+    cfg = dict(D=6, E=4, H=5, A=3, V=len(VOCAB), dropout=0.0, max_length=8)
+    p = MODELS["gru-attention"].init_params(cfg, np.random.default_rng(1), dtype)
+    feats = np.random.default_rng(2).standard_normal((2, 4, 6)).astype(dtype)
+    for res in greedy(MODELS["gru-attention"], p, feats, cfg, VOCAB, 5) \
+            + beam_search(MODELS["gru-attention"], p, feats, cfg, VOCAB, beam=3, max_length=5):
+        assert res["alphas"].dtype == dtype
+
+
 def test_top_k_equals_a_stable_sort_of_the_whole_row():
     rng = np.random.default_rng(0)
     for m, k in ((15, 3), (40, 1), (5, 5), (6, 9), (30000, 3)):

@@ -224,20 +224,17 @@ def _run_dir(cfg, out):
     return name
 
 
-def train(args, log=_log):
-    start_time = time.time()
-    commit = _commit()  # the code that this run starts with
-    device = resolve_device(args.device)
-    resume = None
+def _open_run(args):
+    """(cfg, run_dir, resume): a fresh run's config and folder, or those of the run that --resume continues."""
     if args.resume:
         resume = load_checkpoint(os.path.join(args.resume, "checkpoint-last.h5"))
         cfg = resume["config"]
-        run_dir = args.resume
         if args.epochs is not None:  # a finished run can be extended; nothing else may change
             cfg["epochs"] = args.epochs
         cfg["keep_epochs"] = cfg.get("keep_epochs") or args.keep_epochs
+        run_dir = args.resume
     else:
-        cfg = _config_from_args(args)
+        resume, cfg = None, _config_from_args(args)
         run_dir = _run_dir(cfg, args.out)
         held = [n for n in ("checkpoint-last.h5", "checkpoint-best.h5", "metrics.jsonl")
                 if os.path.exists(os.path.join(run_dir, n))]
@@ -245,8 +242,14 @@ def train(args, log=_log):
             raise TrainingError(f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume "
                                 f"{run_dir}, or give another --out")
     cfg["progress"] = not args.no_progress
-    model = get_model(cfg["model"])
+    return cfg, run_dir, resume
 
+
+def _load_data(cfg, resume, device, log):
+    """(splits, vocab, features): the records, the vocabulary (a resumed run's must match) and the feature cache.
+
+    Fills in the config entries that follow from the data: the cache path, the grid, L, D, V and feature_scale.
+    """
     splits = prepare_data(cfg, log)
     vocab = Vocabulary.build([normalize(c, cfg["max_length"]) for r in splits["train"] for c in r.captions],
                              min_count=cfg["min_count"])
@@ -269,7 +272,11 @@ def train(args, log=_log):
     if "feature_scale" not in cfg:  # a resumed run keeps its own
         train_ids = [r.image_id for r in splits["train"]]
         cfg["feature_scale"] = 1.0 / feature_rms(features, train_ids) if cfg.get("feature_norm") == "rms" else 1.0
+    return splits, vocab, features
 
+
+def _starting_state(model, cfg, resume, device):
+    """(params, optimizer, rng, progress): fresh from the seed, or as the resumed checkpoint left them."""
     init = model.init_params(cfg, np.random.default_rng(cfg["seed"]))
     optimizer = Adam(lr=cfg["lr"])
     rng = np.random.default_rng([cfg["seed"], 1])
@@ -286,6 +293,19 @@ def train(args, log=_log):
     params = to_device(init, device)
     if resume is not None and resume["optimizer"] is not None:
         optimizer.load_state_dict(resume["optimizer"], params)
+    return params, optimizer, rng, progress
+
+
+def train(args, log=_log):
+    """One run: set up (or resume), then epochs of batches, each epoch validated and checkpointed, then the dev
+    scores of the best checkpoint. Returns (run_dir, summary)."""
+    start_time = time.time()
+    commit = _commit()  # the code that this run starts with
+    device = resolve_device(args.device)
+    cfg, run_dir, resume = _open_run(args)
+    model = get_model(cfg["model"])
+    splits, vocab, features = _load_data(cfg, resume, device, log)
+    params, optimizer, rng, progress = _starting_state(model, cfg, resume, device)
     os.makedirs(run_dir, exist_ok=True)
     ckpt = dict(model=cfg["model"], config={k: v for k, v in cfg.items() if k != "progress"}, vocab=vocab)
 

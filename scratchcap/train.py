@@ -233,6 +233,7 @@ def _open_run(args):
             cfg["epochs"] = args.epochs
         cfg["keep_epochs"] = cfg.get("keep_epochs") or args.keep_epochs
         run_dir = args.resume
+        _read_history(os.path.join(run_dir, "metrics.jsonl"))  # unreadable: say so now, not after an epoch
     else:
         resume, cfg = None, _config_from_args(args)
         run_dir = _run_dir(cfg, args.out)
@@ -403,8 +404,18 @@ def _read_history(path):
     """The rows of metrics.jsonl, one per epoch; none where the run has not finished an epoch yet."""
     if not os.path.exists(path):
         return []
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f]
+        for k, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                row = exc
+            if not (isinstance(row, dict) and isinstance(row.get("epoch"), int)):
+                raise TrainingError(f"{path}, line {k}, is not a row of epoch metrics ({row!r:.60}); mend or "
+                                    "delete that line (the checkpoints do not need it), then resume")
+            rows.append(row)
+    return rows
 
 
 def _record_epoch(path, row):

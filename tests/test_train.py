@@ -190,6 +190,19 @@ def test_an_epoch_redone_on_resume_replaces_its_metrics_row(workspace):
     assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
 
 
+def test_resume_refuses_an_unreadable_metrics_file_before_any_work(workspace, capsys):
+    root, weights = workspace
+    out = root / "halfline"
+    assert train_module.main(_args(root, weights, out, "--epochs", "1")) == 0
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "train_lo')  # half a line, as a killed append could leave
+    before = {n: os.path.getmtime(out / n) for n in os.listdir(out)}
+    capsys.readouterr()
+    assert train_module.main(["--resume", str(out), "--epochs", "2", "--no-progress", "--device", "cpu"]) == 2
+    assert "metrics.jsonl, line 2" in capsys.readouterr().err
+    assert {n: os.path.getmtime(out / n) for n in os.listdir(out)} == before
+
+
 def test_sigterm_stops_a_run_like_ctrl_c_saving_where_it_was(workspace, monkeypatch, capsys):
     import signal
 

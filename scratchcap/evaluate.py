@@ -24,15 +24,10 @@ from .decode import decode
 from .feature_cache import CacheError, FeatureCache
 from .metrics import score
 from .models import get_model
+from .progress import progress_bar
 from .weights import WeightFileError
 
 COLUMNS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
-
-
-def _bar(total, desc, unit, progress):
-    """A tqdm bar with rate and ETA on stderr; a silent one when progress is off."""
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=not progress)
 
 
 def _features_for(ckpt, records, device, log, progress=False):
@@ -55,7 +50,7 @@ def _features_for(ckpt, records, device, log, progress=False):
 
     cap = Captioner(ckpt, device=device, log=log)
     chunks = []
-    bar = _bar(len(records), f"VGG-16 {cfg['layer']}", "img", progress)
+    bar = progress_bar(len(records), f"VGG-16 {cfg['layer']}", "img", enabled=progress)
     for s in range(0, len(records), 16):
         images = [load_image(r.path) for r in records[s:s + 16]]
         chunks.append(to_numpy(cap.features(images)))
@@ -78,7 +73,7 @@ def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", li
     feats = _features_for(ckpt, records, device, log, progress)
     params = to_device({k: v.astype(np.float32) for k, v in ckpt["params"].items()}, device)
     results = []
-    bar = _bar(len(records), f"decoding, beam {beam}", "img", progress)
+    bar = progress_bar(len(records), f"decoding, beam {beam}", "img", enabled=progress)
     for s in range(0, len(records), 64):
         results += decode(model, params, to_device(feats[s:s + 64], device), cfg, vocab, beam=beam,
                           max_length=cfg["max_length"])

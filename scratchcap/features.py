@@ -23,6 +23,7 @@ import numpy as np
 from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_numpy
 from .feature_cache import IDENTITY, CacheError, FeatureCache, merge_caches, write_cache
 from .images import ImageError, list_images, load_image
+from .progress import progress_bar
 
 SHARD_SIZE = 64
 
@@ -73,10 +74,7 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
 
     todo = [p for p in paths if os.path.basename(p) not in done]
     log(f"{len(paths)} images: {len(paths) - len(todo)} already cached, {len(todo)} to compute")
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
-        bar = tqdm(total=len(todo), unit="img", desc=f"VGG-16 {layer}", dynamic_ncols=True)
+    bar = progress_bar(len(todo), f"VGG-16 {layer}", "img", enabled=progress and bool(todo))
     feats, ids, failed = [], [], []
     n_failed = 0
     start = time.perf_counter()
@@ -120,8 +118,7 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
             attrs["grid"] = np.array([rows, cols])
             feats.append(act.reshape(n, rows * cols, d).astype(dtype))
             ids.extend(names)
-        if bar is not None:
-            bar.update(len(batch_paths))
+        bar.update(len(batch_paths))
         if grid_shape is not None and len(ids) + len(failed) >= shard_size:
             flush()
     if failed and grid_shape is None and not parts:
@@ -129,8 +126,7 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
                          + "; ".join(f"{i}: {why}" for i, why in failed[:3]))
     if grid_shape is not None or failed:
         flush()
-    if bar is not None:
-        bar.close()
+    bar.close()
     elapsed = time.perf_counter() - start
     computed = len(todo) - n_failed
 

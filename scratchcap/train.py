@@ -33,6 +33,7 @@ from .data.batches import Features, encode_records, iterate_batches, make_batch
 from .decode import decode
 from .models import get_model
 from .optim import Adam, clip_grad_norm
+from .progress import progress_bar
 
 DEFAULTS = dict(dataset="shapes", data_dir=None, model="gru-attention", embed=256, hidden=256, attention=128,
                 epochs=None, batch_size=64, lr=None, lam=0.0, dropout=0.3, feature_norm=None, max_length=20,
@@ -323,11 +324,8 @@ def train(args, log=_log):
     batch_losses = []
     stopped_early = False
     for epoch in range(progress["epoch"], cfg["epochs"]):
-        bar = None
-        if cfg["progress"]:
-            from tqdm import tqdm
-            bar = tqdm(total=n_batches, initial=progress["batch"], desc=f"epoch {epoch + 1}/{cfg['epochs']}",
-                       unit="batch", dynamic_ncols=True)
+        bar = progress_bar(n_batches, f"epoch {epoch + 1}/{cfg['epochs']}", "batch", enabled=cfg["progress"],
+                           initial=progress["batch"])
         t0, tokens, epoch_loss, seen = time.perf_counter(), 0, 0.0, 0
         try:
             for b, batch in iterate_batches(examples, features, cfg["batch_size"], cfg["seed"], epoch,
@@ -347,20 +345,17 @@ def train(args, log=_log):
                 seen += 1
                 epoch_loss += loss
                 batch_losses.append((progress["step"], loss))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
                 if cfg["checkpoint_every"] and progress["batch"] % cfg["checkpoint_every"] == 0:
                     save("checkpoint-last.h5", dict(progress, epoch=epoch))
         except KeyboardInterrupt:
             save("checkpoint-last.h5", dict(progress, epoch=epoch))
-            if bar is not None:
-                bar.close()
+            bar.close()
             log(f"interrupted: saved {run_dir}/checkpoint-last.h5 at epoch {epoch + 1}, batch {progress['batch']}; "
                 f"continue with: python -m scratchcap.train --resume {run_dir}")
             raise
-        if bar is not None:
-            bar.close()
+        bar.close()
         metrics, _, _ = validate(model, params, cfg, vocab, splits["dev"], features, device)
         metrics.update(epoch=epoch + 1, train_loss=epoch_loss / max(seen, 1), lr=optimizer.lr,
                        seconds=round(time.perf_counter() - t0, 1))

@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from ..atomic import write_json
+from ..progress import progress_bar
 from .records import DatasetError, ImageRecord
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
@@ -169,10 +170,7 @@ def generate_shapes(out_dir, n_train=2000, n_dev=200, n_test=200, size=128, seed
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     splits = [("train", n_train), ("dev", n_dev), ("test", n_test)]
     total = sum(n for _, n in splits)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total, unit="img", desc="generating shapes", dynamic_ncols=True)
+    bar = progress_bar(total, "generating shapes", "img", enabled=progress)
     entries, index = [], 0
     for split, n in splits:
         for _ in range(n):
@@ -182,10 +180,8 @@ def generate_shapes(out_dir, n_train=2000, n_dev=200, n_test=200, size=128, seed
             image.save(os.path.join(out_dir, "images", name), optimize=False, compress_level=1)
             entries.append(dict(id=name, split=split, objects=objects, captions=_captions(rng, objects)))
             index += 1
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     meta = dict(format="scratchcap-shapes", format_version=FORMAT_VERSION, size=size, seed=seed,
                 counts={s: n for s, n in splits}, images=entries)
     write_json(os.path.join(out_dir, "annotations.json"), meta)

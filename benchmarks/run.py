@@ -134,36 +134,51 @@ def main(argv=None):
     if args.cases:
         keep = set(args.cases.split(","))
         cases = [c for c in cases if c[0] in keep]
-    results, blas, gpu = [], {}, {}
+    import numpy
+    info = dict(date=time.strftime("%Y-%m-%d"), commit=_commit(), machine=platform.machine(),
+                processor=platform.processor(), cpus=os.cpu_count(), threads=args.threads,
+                python=platform.python_version(), numpy=numpy.__version__,
+                torch=_version("torch"), cupy=_version("cupy"), gpu={}, blas={}, small=args.small,
+                missing=missing, failed=[], complete=False)
+    results = []
     for case, kw, images in cases:
         times, flops = {}, 0
         for _ in range(rounds):  # alternate: numpy (each variant), torch, cupy, torch-cuda, numpy, ...
             for lib in libs:
                 for label, change in variants_for(lib, case, variants):
                     key = f"{lib} {label}".strip()
-                    r = run_worker(lib, case, args.threads, change, args.small, repeats=repeats, **kw)
+                    try:
+                        r = run_worker(lib, case, args.threads, change, args.small, repeats=repeats, **kw)
+                    except RuntimeError as e:  # one broken library must not cost the other cases' numbers
+                        print(f"FAILED {key} {case} {kw or ''}: {e}", file=sys.stderr)
+                        info["failed"].append(dict(case=case, params=kw, library=key, error=str(e)[-2000:]))
+                        continue
                     times.setdefault(key, []).extend(r["times"])
-                    blas[key] = r["blas"]
-                    gpu.update(r.get("gpu") or {})
+                    info["blas"][key] = r["blas"]
+                    info["gpu"].update(r.get("gpu") or {})
                     flops = r["flops"]
         for key, ts in times.items():
             med = statistics.median(ts)
             results.append(dict(case=case, params=kw, library=key, median_s=med, runs=len(ts),
                                 gflops=flops / med / 1e9 if flops else None,
                                 per_s=images / med if images else None))
-    _ratios(results)
-
-    import numpy
-    info = dict(date=time.strftime("%Y-%m-%d"), commit=_commit(), machine=platform.machine(),
-                processor=platform.processor(), cpus=os.cpu_count(), threads=args.threads,
-                python=platform.python_version(), numpy=numpy.__version__,
-                torch=_version("torch"), cupy=_version("cupy"), gpu=gpu, blas=blas, small=args.small,
-                missing=missing)
+        _ratios(results)
+        if args.json:  # after every case, so that a run cut short keeps what it measured
+            _write_json(args.json, info, results)
+    info["complete"] = True
     _print(info, results)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(info=info, results=results), f, indent=1)
+        _write_json(args.json, info, results)
         print(f"wrote {args.json}")
+    if info["failed"]:
+        p.exit(1, f"error: {len(info['failed'])} timed run(s) failed; see 'failed' in the JSON and the messages above\n")
+
+
+def _write_json(path, info, results):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(dict(info=info, results=results), f, indent=1)
+    os.replace(tmp, path)
 
 
 def _ratios(results):

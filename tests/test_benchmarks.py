@@ -34,6 +34,33 @@ def test_every_case_runs_on_the_cpu_and_writes_json(tmp_path):
     assert "median ms" in proc.stdout
 
 
+def test_a_failing_run_keeps_the_other_cases_and_the_json_is_written_after_each_case(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, os.path.dirname(RUN))
+    import run
+
+    out = tmp_path / "bench.json"
+    seen = []
+
+    def fake_worker(lib, case, threads, env_change, small=False, **kw):
+        if case == "decoder":
+            assert json.load(open(out))["info"]["complete"] is False  # gemm's numbers are on disk already
+            raise RuntimeError("worker.py --case decoder failed:\nCUDA_ERROR_SOMETHING")
+        seen.append(case)
+        return dict(times=[0.5, 0.25], blas=[], flops=1e9)
+
+    monkeypatch.setattr(run, "run_worker", fake_worker)
+    with pytest.raises(SystemExit) as exit_:
+        run.main(["--cases", "gemm,decoder,beam", "--rounds", "1", "--json", str(out)])
+    assert exit_.value.code == 1
+    data = json.load(open(out))
+    assert data["info"]["complete"] is True
+    assert {r["case"] for r in data["results"]} == {"gemm", "beam"} == set(seen)
+    assert {f["case"] for f in data["info"]["failed"]} == {"decoder"}
+    assert "CUDA_ERROR_SOMETHING" in data["info"]["failed"][0]["error"]
+    assert "FAILED numpy decoder" in capsys.readouterr().err
+    assert not [p for p in os.listdir(tmp_path) if p != "bench.json"]  # no temporary file left
+
+
 @pytest.mark.skipif(gpu_status()[0], reason="a GPU is present")
 def test_gpu_benchmarks_without_a_gpu_say_why():
     proc = _run("--device", "gpu", "--small")

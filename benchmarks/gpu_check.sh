@@ -32,10 +32,10 @@ step() {  # step NAME SECONDS COMMAND...
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
   "$py" -c "import sys, cupy; print(sys.executable, 'cupy', cupy.__version__)" 2>&1 || true
 } >"$log"
-step parity 150 "$py" -m scratchcap.parity --images "${PHOTOS:-../shared/flickr8k/originals}"
-step benchmarks 180 "$py" benchmarks/run.py --device all --quick --rounds 1 --json "$out/results-gpu.json"
-step vgg16 70 "$py" benchmarks/run.py --device gpu --cases vgg16 --rounds 1 --json "$out/results-gpu-vgg16.json"
-step training 80 "$py" -m scratchcap.train --device gpu --shapes-images 300,40,20 --data-dir "$out/shapes" \
+step parity 70 "$py" -m scratchcap.parity --images "${PHOTOS:-../shared/flickr8k/originals}"
+step benchmarks 300 "$py" benchmarks/run.py --device all --quick --rounds 1 --json "$out/results-gpu.json"
+step vgg16 55 "$py" benchmarks/run.py --device gpu --cases vgg16 --rounds 1 --json "$out/results-gpu-vgg16.json"
+step training 55 "$py" -m scratchcap.train --device gpu --shapes-images 300,40,20 --data-dir "$out/shapes" \
   --features "$out/shapes-features.h5" --epochs 2 --out "$out/run" --no-progress
 tail -n 40 "$log"
 exit $failed

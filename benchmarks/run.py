@@ -11,10 +11,13 @@ forward + backward at the real shapes (three VGG-16 convolutions, attention,
 a GRU and an LSTM step, the output layer with its loss); (b) VGG-16 to
 block5_conv3 at batch 1 and 16, images/s; (c) one gru-attention training step,
 ms; (d) beam-3 decoding, captions/s. --quick keeps batch 1 and fewer rounds.
-On the CPU, NumPy's VGG-16 and decoder cases also run with OPENBLAS_CORETYPE
+Without --quick, NumPy's VGG-16 and decoder cases also run with OPENBLAS_CORETYPE
 changed (unset where it is set, Haswell where it is not), because some machines
 set it to a slower kernel. On the GPU, CuPy's attention, cell, decoder and beam
-cases also run with SCRATCHCAP_FUSED=0: the plain code without fused kernels.
+cases also run with SCRATCHCAP_FUSED=0: the plain code without fused kernels;
+VGG-16 runs by im2col alone as well as with Winograd; PyTorch CUDA runs in full
+float32 like scratchcap, and for VGG-16 also as by default ("TF32": cuDNN's
+convolutions on TF32 tensor cores).
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from worker import CONV_CASES, IM2COL  # noqa: E402
+from worker import CONV_CASES, IM2COL, TORCH_TF32  # noqa: E402
 
 LAYER_CASES = [f"conv:{n}" for n in CONV_CASES] + ["attention", "gru_step", "lstm_step", "output"]
 CPU_LIBS, GPU_LIBS = ("numpy", "torch"), ("cupy", "torch-cuda")
@@ -67,9 +70,11 @@ FUSED_CASES = ("attention", "gru_step", "lstm_step", "decoder", "beam")
 
 
 def variants_for(lib, case, coretypes):
-    """[(label, environment change)] to time ``lib`` under for ``case``."""
-    if lib == "numpy" and case in ("vgg16", "decoder", "gemm"):
+    """[(label, environment change)] to time ``lib`` under for ``case``; coretypes is [] with --quick."""
+    if lib == "numpy" and case in ("vgg16", "decoder", "gemm") and coretypes:
         return coretypes
+    if lib == "torch-cuda" and case == "vgg16":
+        return [("", {}), ("TF32", {TORCH_TF32: "1"})]
     if lib == "cupy" and case in FUSED_CASES:
         return [("", {}), ("SCRATCHCAP_FUSED=0", {"SCRATCHCAP_FUSED": "0"})]
     if lib == "cupy" and case == "vgg16":  # Winograd was chosen on the CPU; time the GPU both ways
@@ -115,7 +120,8 @@ def plan(quick):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python benchmarks/run.py", description=__doc__.splitlines()[2])
     p.add_argument("--device", choices=["cpu", "gpu", "all"], default="cpu", help="which libraries to time")
-    p.add_argument("--quick", action="store_true", help="fewer rounds and repeats, VGG-16 at batch 1 only")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer rounds and repeats, VGG-16 at batch 1 only, no OPENBLAS_CORETYPE variant")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every library")
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds per case")
     p.add_argument("--cases", help="comma-separated subset of the cases (e.g. decoder,vgg16)")
@@ -129,7 +135,7 @@ def main(argv=None):
         p.exit(2, "error: nothing to time on this device: " + "; ".join(missing.values()) + "\n")
     rounds = args.rounds or (2 if args.quick else 3)
     repeats = 2 if args.quick else 3
-    variants = coretype_variants()
+    variants = [] if args.quick else coretype_variants()
     cases = plan(args.quick)
     if args.cases:
         keep = set(args.cases.split(","))

@@ -37,6 +37,7 @@ SMALL = dict(N=3, T=4, L=9, D=8, E=8, H=8, A=8, V=40, beam_images=2, image=32, g
 LIBS = ("numpy", "cupy", "torch", "torch-cuda")
 # Set to "1": VGG-16 by im2col alone, without Winograd (run.py's "im2col" variant).
 IM2COL = "SCRATCHCAP_BENCH_IM2COL"
+TORCH_TF32 = "SCRATCHCAP_BENCH_TORCH_TF32"  # "1": PyTorch CUDA as by default, TF32 in convolutions
 CASES = ("gemm", "vgg16", "attention", "gru_step", "lstm_step", "output", "decoder", "beam") + tuple(
     f"conv:{name}" for name in CONV_CASES)
 
@@ -401,6 +402,10 @@ def main():
         work, flops = scratch_case(xp, args, s)
     else:
         import torch
+        # Full float32, as scratchcap computes: PyTorch's default lets cuDNN convolutions use TF32 tensor
+        # cores (10-bit mantissa). run.py times that default too, as the variant TORCH_TF32.
+        tf32 = os.environ.get(TORCH_TF32) == "1"
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
         sync = torch.cuda.synchronize if args.lib == "torch-cuda" else (lambda: None)
         work, flops = torch_case(args, s, "cuda" if args.lib == "torch-cuda" else "cpu")
     times = time_calls(work, args.repeats, sync)

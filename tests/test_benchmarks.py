@@ -68,6 +68,14 @@ def test_gpu_benchmarks_without_a_gpu_say_why():
     assert "CuPy" in proc.stdout + proc.stderr
 
 
+@pytest.mark.skipif(gpu_status()[0], reason="a GPU is present")
+def test_host_vs_device_without_a_gpu_says_why():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "host_vs_device.py")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert "needs a GPU" in proc.stderr and "CuPy" in proc.stderr
+
+
 def test_every_gpu_case_runs_on_the_cupy_stand_in(tmp_path):
     """The CuPy side of the benchmark, rehearsed on the strict stand-in of tests/hostcupy (measures nothing)."""
     from conftest import HOSTCUPY

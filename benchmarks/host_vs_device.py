@@ -1,0 +1,71 @@
+"""python benchmarks/host_vs_device.py [--json out.json]
+
+Where a CuPy case's time goes: host time (Python issuing the kernels, up to the
+last launch) against device time (CUDA events around the same call), from
+cupyx.profiler.benchmark. Host time close to device time means the GPU waits on
+Python: launch-bound, and fewer, larger kernels are what would help. Host time
+well under device time means the kernels themselves are the cost.
+
+Cases: the decoder training step (run.py's case c) with fused kernels on and off
+and at batch 256 as well as 64 (a launch-bound step barely grows with the batch);
+beam-3 decoding (case d) with fused kernels on and off; VGG-16 at batch 1, 2, 4,
+8 and 16 by Winograd and by im2col, to find where one overtakes the other.
+Needs CuPy and a GPU; worker.py builds every case, so the work is what run.py times.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import types
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
+from worker import FULL, IM2COL, scratch_case  # noqa: E402
+
+
+def cases():
+    """(label, worker case, batch, shapes, environment to set) for every row."""
+    rows = [(f"decoder N{n} fused {f}", "decoder", 1, dict(FULL, N=n), {"SCRATCHCAP_FUSED": f})
+            for n, f in ((64, "1"), (64, "0"), (256, "1"))]
+    rows += [(f"beam fused {f}", "beam", 1, FULL, {"SCRATCHCAP_FUSED": f}) for f in ("1", "0")]
+    rows += [(f"vgg16 b{b} {how}", "vgg16", b, FULL, {IM2COL: "1" if how == "im2col" else "0"})
+             for b in (1, 2, 4, 8, 16) for how in ("winograd", "im2col")]
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python benchmarks/host_vs_device.py", description=__doc__.splitlines()[2])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--weights", default=os.path.join("weights", "vgg16_imagenet.h5"))
+    p.add_argument("--json", help="write the rows here")
+    args = p.parse_args(argv)
+    from scratchcap.backend import gpu_status
+    ok, why = gpu_status()
+    if not ok:
+        p.exit(2, f"error: needs a GPU: {why}\n")
+    import cupy
+    from cupyx.profiler import benchmark
+
+    gpu = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+    gpu = gpu.decode() if isinstance(gpu, bytes) else gpu
+    rows = []
+    print(f"{gpu}, cupy {cupy.__version__}")
+    print(f"{'case':<28}{'host ms':>10}{'device ms':>11}{'host/device':>13}")
+    for label, case, batch, shapes, env in cases():
+        os.environ.update(env)
+        work, _ = scratch_case(cupy, types.SimpleNamespace(case=case, batch=batch, weights=args.weights,
+                                                           small=False), shapes)
+        r = benchmark(work, n_repeat=args.repeats, n_warmup=2)
+        host, device = float(r.cpu_times.mean()) * 1e3, float(r.gpu_times[0].mean()) * 1e3
+        rows.append(dict(case=label, host_ms=host, device_ms=device, repeats=args.repeats))
+        print(f"{label:<28}{host:>10.2f}{device:>11.2f}{host / device:>13.2f}", flush=True)
+        if args.json:  # after every row: a run cut short keeps what it measured
+            with open(args.json + ".tmp", "w") as f:
+                json.dump(dict(gpu=gpu, rows=rows), f, indent=1)
+            os.replace(args.json + ".tmp", args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -29,6 +29,10 @@ LAYERS = (
 # Convolutions run by Winograd's F(2x2, 3x3) (ops/winograd.py): 2.25x fewer flops, measured
 # 1.3-1.8x faster from block2 on. In block1 (3 and 64 input channels) its GEMMs are too thin to pay.
 WINOGRAD_LAYERS = tuple(name for name in CONV_LAYERS if not name.startswith("block1_"))
+# On a GPU a small batch is launch-bound, and Winograd's transforms are extra launches: on an H100
+# (benchmarks/RESULTS.md) im2col took 2.9 ms at batch 1 and 3.2 ms at 2 against Winograd's 5.9 and
+# 9.5; from batch 4 on Winograd was 7-13% faster. NumPy uses Winograd at every batch size.
+GPU_WINOGRAD_MIN_BATCH = 4
 
 
 def to_rgb_image(image):
@@ -118,6 +122,7 @@ class VGG16:
         """Run x (N, H, W, 3) float32 through the network; return {name: activation} for ``layers``.
 
         It stops as soon as every requested layer has been computed. Activations are NHWC.
+        On CuPy a batch under GPU_WINOGRAD_MIN_BATCH images runs by im2col (faster there).
         """
         wanted = set(layers)
         unknown = wanted - set(LAYERS)
@@ -126,13 +131,16 @@ class VGG16:
         if x.ndim != 4 or x.shape[3] != 3:
             raise ValueError(f"x must have shape (N, H, W, 3), got {tuple(x.shape)}")
         out = {}
+        winograd = self.winograd
+        if len(x) < GPU_WINOGRAD_MIN_BATCH and self.xp.__name__ == "cupy":
+            winograd = {}
         for name in LAYERS:
             if name.endswith("pool"):
                 x, _ = ops.max_pool2d_forward(x)
             else:
                 kernel, bias = self.params[name]
                 x, _ = ops.conv2d_forward(x, kernel, bias, workspace=self.workspace, relu=True,
-                                          winograd=self.winograd.get(name))
+                                          winograd=winograd.get(name))
             if name in wanted:
                 out[name] = x
                 if len(out) == len(wanted):

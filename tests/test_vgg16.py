@@ -91,6 +91,22 @@ def test_winograd_layers_equal_im2col(tiny, monkeypatch):
     np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("batch", [1, 3, 4])
+def test_on_the_gpu_a_small_batch_runs_by_im2col(tiny, monkeypatch, hostcupy, batch):
+    from scratchcap.backend import to_device
+
+    gpu = VGG16(to_device(tiny.params, "gpu"), tiny.attrs)
+    calls = []
+    real = vgg_module.ops.conv2d_forward
+    monkeypatch.setattr(vgg_module.ops, "conv2d_forward",
+                        lambda *a, **k: calls.append(k["winograd"] is not None) or real(*a, **k))
+    x = np.random.default_rng(3).standard_normal((batch, 32, 32, 3)).astype(np.float32) * 50
+    got = gpu.forward(hostcupy.asarray(x), layers=("block5_conv3",))["block5_conv3"]
+    assert calls == [False, False] + [batch >= vgg_module.GPU_WINOGRAD_MIN_BATCH] * 11
+    ref = tiny.forward(x, layers=("block5_conv3",))["block5_conv3"]  # NumPy: Winograd at every batch
+    np.testing.assert_allclose(hostcupy.asnumpy(got), ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
+
+
 def test_preprocess_caffe_is_bgr_minus_the_mean(tiny):
     red = Image.new("RGB", (50, 30), (255, 0, 0))
     x = tiny.preprocess([red], size=16)

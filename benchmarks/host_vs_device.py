@@ -2,9 +2,12 @@
 
 Where a CuPy case's time goes: host time (Python issuing the kernels, up to the
 last launch) against device time (CUDA events around the same call), from
-cupyx.profiler.benchmark. Host time close to device time means the GPU waits on
-Python: launch-bound, and fewer, larger kernels are what would help. Host time
-well under device time means the kernels themselves are the cost.
+cupyx.profiler.benchmark. For work with no sync inside, host time close to
+device time means the GPU waits on Python: launch-bound, and fewer, larger
+kernels are what would help; host time well under device time means the kernels
+themselves are the cost. The decoder step ends by copying its loss to the host
+and beam search reads scores every word, so their host time includes the wait:
+for them the batch-256 row is the test.
 
 Cases: the decoder training step (run.py's case c) with fused kernels on and off
 and at batch 256 as well as 64 (a launch-bound step barely grows with the batch);

@@ -14,6 +14,8 @@ import sys
 
 import numpy
 
+from .counter_random import counter_uniform
+
 DEVICES = ("cpu", "gpu", "auto")
 
 
@@ -117,11 +119,15 @@ def add_device_argument(parser, default: str = "auto"):
 def uniform(rng, shape, like):
     """Uniform [0, 1) samples of ``shape`` from an explicit generator, in like's module and dtype.
 
-    ``rng`` may be a NumPy or CuPy Generator. A NumPy generator also serves CuPy
-    arrays (samples are drawn on the host and copied), which keeps a seeded run
-    identical on both devices.
+    ``rng`` may be a NumPy or CuPy Generator. A NumPy generator gives one 64-bit
+    key per call, and the samples are computed from it on like's device
+    (scratchcap.counter_random): a seeded run draws the same numbers on NumPy and
+    CuPy, and nothing is copied to the GPU.
     """
     xp = get_array_module(like)
+    if isinstance(rng, numpy.random.Generator):
+        key = int(rng.integers(0, 2**64, dtype=numpy.uint64))
+        return counter_uniform(xp, key, tuple(shape), like.dtype)
     u = rng.random(shape)
     if xp is numpy and not isinstance(u, numpy.ndarray):
         u = to_numpy(u)

@@ -18,13 +18,13 @@ Needs CuPy and a GPU; worker.py builds every case, so the work is what run.py ti
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
+from scratchcap.atomic import write_json  # noqa: E402
 from worker import FULL, IM2COL, scratch_case  # noqa: E402
 
 
@@ -65,9 +65,7 @@ def main(argv=None):
         rows.append(dict(case=label, host_ms=host, device_ms=device, repeats=args.repeats))
         print(f"{label:<28}{host:>10.2f}{device:>11.2f}{host / device:>13.2f}", flush=True)
         if args.json:  # after every row: a run cut short keeps what it measured
-            with open(args.json + ".tmp", "w") as f:
-                json.dump(dict(gpu=gpu, rows=rows), f, indent=1)
-            os.replace(args.json + ".tmp", args.json)
+            write_json(args.json, dict(gpu=gpu, rows=rows), indent=1)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, ROOT]
+from scratchcap.atomic import write_json  # noqa: E402
 from worker import CONV_CASES, IM2COL, TORCH_TF32  # noqa: E402
 
 LAYER_CASES = [f"conv:{n}" for n in CONV_CASES] + ["attention", "gru_step", "lstm_step", "output"]
@@ -92,7 +93,6 @@ def available_libs(device):
         else:
             missing["torch"] = "PyTorch is not installed"
     if device in ("gpu", "all"):
-        sys.path.insert(0, ROOT)
         from scratchcap.backend import gpu_status
         ok, reason = gpu_status()
         if ok:
@@ -170,21 +170,14 @@ def main(argv=None):
                                 per_s=images / med if images else None))
         _ratios(results)
         if args.json:  # after every case, so that a run cut short keeps what it measured
-            _write_json(args.json, info, results)
+            write_json(args.json, dict(info=info, results=results), indent=1)
     info["complete"] = True
     _print(info, results)
     if args.json:
-        _write_json(args.json, info, results)
+        write_json(args.json, dict(info=info, results=results), indent=1)
         print(f"wrote {args.json}")
     if info["failed"]:
         p.exit(1, f"error: {len(info['failed'])} timed run(s) failed; see 'failed' in the JSON and the messages above\n")
-
-
-def _write_json(path, info, results):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(dict(info=info, results=results), f, indent=1)
-    os.replace(tmp, path)
 
 
 def _ratios(results):

@@ -35,7 +35,8 @@ FULL = dict(N=64, T=20, L=196, D=512, E=512, H=512, A=512, V=5000, beam_images=1
             conv_scale=1)
 SMALL = dict(N=3, T=4, L=9, D=8, E=8, H=8, A=8, V=40, beam_images=2, image=32, gemm=64, conv_scale=16)
 LIBS = ("numpy", "cupy", "torch", "torch-cuda")
-# Set to "1": VGG-16 by im2col alone, without Winograd (run.py's "im2col" variant).
+# "1": VGG-16 by im2col alone (run.py's "im2col" variant); "0": Winograd at every batch size, on the GPU too;
+# unset: scratchcap's default (on the GPU, im2col below vgg16.GPU_WINOGRAD_MIN_BATCH).
 IM2COL = "SCRATCHCAP_BENCH_IM2COL"
 TORCH_TF32 = "SCRATCHCAP_BENCH_TORCH_TF32"  # "1": PyTorch CUDA as by default, TF32 in convolutions
 CASES = ("gemm", "vgg16", "attention", "gru_step", "lstm_step", "output", "decoder", "beam") + tuple(
@@ -155,11 +156,12 @@ def scratch_case(xp, args, s):
         b = a.T.copy()
         return lambda: a @ b, 2 * s["gemm"] ** 3
     if case == "vgg16":
-        from scratchcap.vgg16 import VGG16
+        from scratchcap.vgg16 import GPU_WINOGRAD_MIN_BATCH, VGG16
         layers, _ = vgg_layers(args.weights, args.small)
+        how = os.environ.get(IM2COL)
         model = VGG16(to_device(layers, device), dict(preprocessing="caffe", channel_order="BGR", input_scale=255.0,
                                                       mean=(0, 0, 0), std=(1, 1, 1)),
-                      winograd=os.environ.get(IM2COL) != "1")
+                      winograd=how != "1", gpu_winograd_min_batch=1 if how == "0" else GPU_WINOGRAD_MIN_BATCH)
         size = s["image"]
         x = to_device(np.random.default_rng(1).standard_normal((args.batch, size, size, 3)).astype(np.float32) * 50,
                       device)

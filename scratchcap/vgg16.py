@@ -31,7 +31,7 @@ LAYERS = (
 WINOGRAD_LAYERS = tuple(name for name in CONV_LAYERS if not name.startswith("block1_"))
 # On a GPU a small batch is launch-bound, and Winograd's transforms are extra launches: on an H100
 # (benchmarks/RESULTS.md) im2col took 2.9 ms at batch 1 and 3.2 ms at 2 against Winograd's 5.9 and
-# 9.5; from batch 4 on Winograd was 7-13% faster. NumPy uses Winograd at every batch size.
+# 9.5; from batch 4 on Winograd took 7-15% less time. NumPy uses Winograd at every batch size.
 GPU_WINOGRAD_MIN_BATCH = 4
 
 
@@ -74,7 +74,8 @@ def resize_image(image, size: int = 224, crop: bool = False):
 class VGG16:
     """VGG-16 up to block5_pool. Parameters are {layer: (kernel HWIO, bias)} on one device."""
 
-    def __init__(self, layers: dict, attrs: dict, winograd: bool = True):
+    def __init__(self, layers: dict, attrs: dict, winograd: bool = True,
+                 gpu_winograd_min_batch: int = GPU_WINOGRAD_MIN_BATCH):
         self.params = layers
         self.attrs = attrs
         self.preprocessing = str(attrs["preprocessing"])
@@ -85,6 +86,7 @@ class VGG16:
         self.workspace = ops.Workspace()
         # Transformed kernels, made once: 16/9 the size of the kernels they come from.
         self.winograd = {name: ops.winograd_kernel(layers[name][0]) for name in WINOGRAD_LAYERS} if winograd else {}
+        self.gpu_winograd_min_batch = gpu_winograd_min_batch
 
     @classmethod
     def load(cls, path, device: str = "cpu", widths=VGG16_WIDTHS, winograd: bool = True):
@@ -122,7 +124,7 @@ class VGG16:
         """Run x (N, H, W, 3) float32 through the network; return {name: activation} for ``layers``.
 
         It stops as soon as every requested layer has been computed. Activations are NHWC.
-        On CuPy a batch under GPU_WINOGRAD_MIN_BATCH images runs by im2col (faster there).
+        On CuPy a batch under ``gpu_winograd_min_batch`` images runs by im2col (faster there).
         """
         wanted = set(layers)
         unknown = wanted - set(LAYERS)
@@ -132,7 +134,7 @@ class VGG16:
             raise ValueError(f"x must have shape (N, H, W, 3), got {tuple(x.shape)}")
         out = {}
         winograd = self.winograd
-        if len(x) < GPU_WINOGRAD_MIN_BATCH and self.xp.__name__ == "cupy":
+        if len(x) < self.gpu_winograd_min_batch and self.xp.__name__ == "cupy":
             winograd = {}
         for name in LAYERS:
             if name.endswith("pool"):

@@ -105,6 +105,9 @@ def test_on_the_gpu_a_small_batch_runs_by_im2col(tiny, monkeypatch, hostcupy, ba
     assert calls == [False, False] + [batch >= vgg_module.GPU_WINOGRAD_MIN_BATCH] * 11
     ref = tiny.forward(x, layers=("block5_conv3",))["block5_conv3"]  # NumPy: Winograd at every batch
     np.testing.assert_allclose(hostcupy.asnumpy(got), ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
+    calls.clear()  # the threshold is the model's: 1 asks for Winograd at every batch size, as the benchmark does
+    VGG16(gpu.params, tiny.attrs, gpu_winograd_min_batch=1).forward(hostcupy.asarray(x), layers=("block5_conv3",))
+    assert calls == [False, False] + [True] * 11
 
 
 def test_preprocess_caffe_is_bgr_minus_the_mean(tiny):

@@ -6,6 +6,7 @@ It compares, in float32 (rtol 1e-4) and float64 (rtol 1e-10):
 - every layer of scratchcap.ops, forward and backward, on the gradient-check cases
   (on CuPy the GRU, LSTM and attention layers run their fused kernels);
 - each fused kernel of ops/fused.py against its body run by NumPy;
+- dropout's uniforms (scratchcap.counter_random), bit for bit;
 - one training step of each decoder (loss and every gradient) and one Adam step;
 - beam-3 decoding (the same words);
 - VGG-16 block5_conv3 features of images: the photos in --images (default: the
@@ -104,6 +105,20 @@ def fused_parity(other, dtype="float32"):
     return rows
 
 
+def random_parity(other, dtype="float32"):
+    """[(what, error)]: dropout's uniforms (scratchcap.counter_random) on ``other``, bit for bit (0 or inf)."""
+    from .backend import to_numpy
+    from .counter_random import counter_uniform
+
+    rows = []
+    for shape in ((7, 9, 11), (4096,)):  # an odd count (one unused half-hash in float32), and an even one
+        want = counter_uniform(numpy, 2**63 + 12345, shape, dtype)
+        got = counter_uniform(other, 2**63 + 12345, shape, dtype)
+        same = got.dtype == want.dtype and numpy.array_equal(to_numpy(got), want)
+        rows.append((f"dropout uniforms {shape}, bit for bit", 0.0 if same else float("inf")))
+    return rows
+
+
 def decoder_parity(other, dtype="float32"):
     """[(what, error)] for a training step of each decoder, one Adam step and beam-3 decoding."""
     from .backend import to_device
@@ -183,7 +198,8 @@ def run_all(other, weights=None, images=None, log=print):
     """Every check in float32 and float64 (VGG-16 in float32). Returns [(what, dtype, error, ok)]."""
     rows = []
     for dtype in ("float32", "float64"):
-        for what, err in layer_parity(other, dtype) + fused_parity(other, dtype) + decoder_parity(other, dtype):
+        checks = layer_parity(other, dtype) + fused_parity(other, dtype) + random_parity(other, dtype)
+        for what, err in checks + decoder_parity(other, dtype):
             rows.append((what, dtype, err, err <= RTOL[dtype]))
             log(f"{'ok ' if rows[-1][3] else 'BAD'} {dtype:<8} {err:9.2e}  {what}")
     for what, err in vgg_parity(other, weights, images):

@@ -29,7 +29,7 @@ def test_the_checks_cover_every_layer_and_decoder_and_agree_on_numpy():
     from scratchcap.ops.fused import KERNELS
 
     rows = (parity.layer_parity(np, "float64") + parity.fused_parity(np, "float64")
-            + parity.decoder_parity(np, "float64"))
+            + parity.random_parity(np, "float64") + parity.decoder_parity(np, "float64"))
     names = " ".join(r[0] for r in rows)
     for layer in LAYERS:
         assert layer in names, layer
@@ -37,12 +37,13 @@ def test_the_checks_cover_every_layer_and_decoder_and_agree_on_numpy():
         assert f"fused kernel {kernel}" in names, kernel
     for model in MODELS:
         assert f"{model} gradients" in names and f"{model} beam-3 words" in names
+    assert "dropout uniforms" in names
     assert all(err == 0.0 for _, err in rows), [r for r in rows if r[1] != 0.0]
 
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("check", ["layer_parity", "fused_parity", "decoder_parity"])
+@pytest.mark.parametrize("check", ["layer_parity", "fused_parity", "random_parity", "decoder_parity"])
 def test_cupy_matches_numpy(check, dtype):
     """Every layer; each fused kernel against its body; a decoder step, Adam and beam search."""
     import cupy

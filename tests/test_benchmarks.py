@@ -113,3 +113,36 @@ def test_launch_counts_fused_kernels_cut_launches_and_training_does_not_sync_per
         assert rows[("decoder", "torch")]["kernels"] > 0
     except ImportError:
         assert ("decoder", "torch") not in rows
+
+
+def test_op_times_sums_each_call_site_and_puts_every_op_back(tmp_path):
+    sys.path.insert(0, os.path.dirname(RUN))
+    import op_times
+
+    from scratchcap import ops
+
+    before = {name: getattr(ops, name) for name in ops.__all__}
+    out = tmp_path / "ops.json"
+    op_times.main(["--device", "cpu", "--small", "--repeats", "2", "--json", str(out)])
+    assert {name: getattr(ops, name) for name in ops.__all__} == before
+    rows = {r["where"]: r for r in json.load(open(out))["rows"]}
+
+    def site(name):  # the model's call of ``name``: "name (file:line)"
+        (where,) = [w for w in rows if w.startswith(f"{name} (gru_attention.py:")]
+        return rows[where]
+
+    T = op_times.SMALL["T"]
+    assert site("attend_forward")["calls"] == site("gru_step_backward")["calls"] == T  # once per word
+    timed = sum(r["ms"] for where, r in rows.items() if where not in ("between the ops", "whole call"))
+    assert timed > 0 and rows["whole call"]["ms"] == pytest.approx(timed + rows["between the ops"]["ms"])
+
+
+def test_op_times_profiles_pytorch_on_the_cpu(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "ops.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "op_times.py"), "--device", "cpu",
+                           "--lib", "torch", "--small", "--threads", "1", "--json", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["where"]: r for r in json.load(open(out))["rows"]}
+    assert rows["aten::mm"]["ms"] > 0 and rows["all operators"]["ms"] >= rows["aten::mm"]["ms"]

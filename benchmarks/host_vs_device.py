@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 from scratchcap.atomic import write_json  # noqa: E402
-from worker import FULL, IM2COL, scratch_case  # noqa: E402
+from worker import FULL, IM2COL, case_spec, scratch_case  # noqa: E402
 
 
 def cases():
@@ -58,8 +57,7 @@ def main(argv=None):
     print(f"{'case':<28}{'host ms':>10}{'device ms':>11}{'host/device':>13}")
     for label, case, batch, shapes, env in cases():
         os.environ.update(env)
-        work, _ = scratch_case(cupy, types.SimpleNamespace(case=case, batch=batch, weights=args.weights,
-                                                           small=False), shapes)
+        work, _ = scratch_case(cupy, case_spec(case, batch, weights=args.weights), shapes)
         r = benchmark(work, n_repeat=args.repeats, n_warmup=2)
         host, device = float(r.cpu_times.mean()) * 1e3, float(r.gpu_times[0].mean()) * 1e3
         rows.append(dict(case=label, host_ms=host, device_ms=device, repeats=args.repeats))

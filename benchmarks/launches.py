@@ -39,10 +39,6 @@ VIEWS = {"aten::" + n for n in (
     "new_empty_strided resolve_conj resolve_neg result_type size stride contiguous view_as numpy_T").split()}
 
 
-def work_args(case, batch):
-    return argparse.Namespace(case=case, small=True, weights="", batch=batch, repeats=1, threads=1)
-
-
 def scratchcap_counts(case, batch, s):
     """{label: counts} for scratchcap on the stand-in, in each variant's environment."""
     import cupy
@@ -53,7 +49,7 @@ def scratchcap_counts(case, batch, s):
     for label, env in variants_for("cupy", case, None):
         os.environ.update(env)
         try:
-            work, _ = worker.scratch_case(cupy, work_args(case, batch), s)
+            work, _ = worker.scratch_case(cupy, worker.case_spec(case, batch, small=True), s)
             work()  # warm-up: allocations made once are not per-step work
             cupy.counts.clear()
             work()
@@ -71,7 +67,7 @@ def torch_counts(case, batch, s):
         from torch.profiler import ProfilerActivity, profile
     except ImportError:
         return {}
-    work, _ = worker.torch_case(work_args(case, batch), s, "cpu")
+    work, _ = worker.torch_case(worker.case_spec(case, batch, small=True), s, "cpu")
     work()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         work()

@@ -22,12 +22,11 @@ import inspect
 import os
 import sys
 import time
-import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 from scratchcap.atomic import write_json  # noqa: E402
-from worker import FULL, SMALL, scratch_case, torch_case  # noqa: E402
+from worker import FULL, SMALL, case_spec, scratch_case, torch_case  # noqa: E402
 
 
 class HostClock:
@@ -146,13 +145,12 @@ def main(argv=None):
     p.add_argument("--json", help="write every row here")
     args = p.parse_args(argv)
     shapes = SMALL if args.small else FULL
-    spec = types.SimpleNamespace(case=args.case, batch=1, weights="", small=args.small, threads=args.threads)
+    spec = case_spec(args.case, small=args.small, threads=args.threads)
     if args.lib == "torch":
         import torch
         if args.device == "gpu" and not torch.cuda.is_available():
             p.exit(2, "error: PyTorch has no usable CUDA device here\n")
         device = "cuda" if args.device == "gpu" else "cpu"
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # float32, as run.py
         work, _ = torch_case(spec, shapes, device)
         rows, summary = torch_rows(work, device, args.repeats)
     else:

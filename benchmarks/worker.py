@@ -137,6 +137,11 @@ def decoder_params(s):
     return gru_attention.init_params(decoder_config(s), np.random.default_rng(0))
 
 
+def case_spec(case, batch=1, small=False, weights="", threads=1):
+    """What scratch_case and torch_case read of the command line, for callers that build cases themselves."""
+    return argparse.Namespace(case=case, batch=batch, small=small, weights=weights, threads=threads)
+
+
 # ---- scratchcap, on NumPy or CuPy -------------------------------------------------------------------
 
 def scratch_case(xp, args, s):
@@ -221,6 +226,10 @@ def torch_case(args, s, device):
     import torch.nn.functional as F
 
     torch.set_num_threads(args.threads)
+    # Full float32, as scratchcap computes: PyTorch's default lets cuDNN convolutions use TF32 tensor
+    # cores (10-bit mantissa). run.py times that default too, as the variant TORCH_TF32.
+    tf32 = os.environ.get(TORCH_TF32) == "1"
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
     case = args.case
 
     def t(a, grad=False):
@@ -404,10 +413,6 @@ def main():
         work, flops = scratch_case(xp, args, s)
     else:
         import torch
-        # Full float32, as scratchcap computes: PyTorch's default lets cuDNN convolutions use TF32 tensor
-        # cores (10-bit mantissa). run.py times that default too, as the variant TORCH_TF32.
-        tf32 = os.environ.get(TORCH_TF32) == "1"
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
         sync = torch.cuda.synchronize if args.lib == "torch-cuda" else (lambda: None)
         work, flops = torch_case(args, s, "cuda" if args.lib == "torch-cuda" else "cpu")
     times = time_calls(work, args.repeats, sync)

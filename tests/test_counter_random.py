@@ -63,3 +63,8 @@ def test_uniform_draws_one_key_per_call_from_a_numpy_generator(xp):
 def test_other_dtypes_are_refused():
     with pytest.raises(ValueError, match="float32 or float64"):
         counter_uniform(np, 1, (2,), np.float16)
+
+
+def test_a_block_of_hashes_starts_where_it_is_told(xp):
+    z = backend.to_numpy(splitmix64(xp, GAMMA, 2, start=2))
+    assert [int(v) for v in z] == PUBLISHED[2:]

@@ -23,6 +23,7 @@ out of its time loop, summing ``dprojected`` over steps before one
 """
 from __future__ import annotations
 
+from .. import row_blocks
 from ..backend import get_array_module
 from . import _checks, fused
 from .linear import linear_backward, linear_forward
@@ -96,17 +97,26 @@ def attend_backward(douts, cache, *, features_grad=True, dprojected=None):
     if tanh_grad is not None:
         dpre = tanh_grad(t, de[:, :, None], v)
         dq = dpre.sum(axis=1)
+        if dprojected is None:
+            dprojected = dpre
+        else:
+            dprojected += dpre
     else:
-        dpre = xp.multiply(t, t)  # then de * v * (1 - t^2) in place: one N*L*A temporary, not four
-        xp.subtract(1, dpre, out=dpre)
-        dpre *= de[:, :, None]
-        dq = dpre.sum(axis=1)
-        dq *= v
-        dpre *= v
-    if dprojected is None:
-        dprojected = dpre
-    else:
-        dprojected += dpre
+        dq = xp.empty((N, A), dtype=t.dtype)
+        accumulate = dprojected is not None
+        if not accumulate:
+            dprojected = xp.empty_like(t)
+
+        def tanh_grad_rows(s):  # de * v * (1 - t^2) in place: one temporary per block, not four
+            dpre = xp.multiply(t[s], t[s], out=None if accumulate else dprojected[s])
+            xp.subtract(1, dpre, out=dpre)
+            dpre *= de[s, :, None]
+            xp.sum(dpre, axis=1, out=dq[s])
+            dq[s] *= v
+            dpre *= v
+            if accumulate:
+                dprojected[s] += dpre
+        row_blocks.run(tanh_grad_rows, N, xp, L * A)
     dfeatures = alpha[:, :, None] * dcontext[:, None, :] if features_grad else None
     return dfeatures, dprojected, dq @ w2.T, query.T @ dq, dq.sum(axis=0), dv
 

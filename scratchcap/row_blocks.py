@@ -1,0 +1,38 @@
+"""Elementwise NumPy work in cache-sized blocks of rows.
+
+Notation:
+    n        rows: the length of the first axis of the arrays a block function touches
+    row      elements per row (L * A for the attention's (N, L, A) arrays)
+    s        a slice of range(n); ``block(s)`` computes rows s of its outputs
+
+NumPy runs each ufunc over the whole array, so a chain of them over (N, L, A)
+streams 25 MB through memory once per operator. ``run(block, n, xp, row)``
+calls ``block(s)`` for consecutive slices covering range(n): on NumPy in blocks
+of about BLOCK_ELEMENTS elements, so the chain's temporaries stay in cache; on
+CuPy once, with slice(None), since there each operator is one kernel over the
+whole array anyway. A block function writes only its own rows and reduces
+nothing across rows, so the result is bit for bit the unsplit one.
+
+Why not threads as well: spreading the blocks over a thread pool made the
+attention's elementwise chain 1.5x faster alone on two cores, but not inside
+the decoder step, where NumPy's BLAS threads share the same cores
+(benchmarks/RESULTS.md, "Cache-sized blocks").
+"""
+from __future__ import annotations
+
+BLOCK_ELEMENTS = 1 << 18  # 1 MB of float32, 2 MB of uint64: a chain's temporaries stay in a core's cache
+
+
+def slices(n: int, row: int):
+    """Consecutive slices covering range(n), each of about BLOCK_ELEMENTS elements (at least one row)."""
+    per_block = max(1, BLOCK_ELEMENTS // max(row, 1))
+    return [slice(start, min(start + per_block, n)) for start in range(0, n, per_block)]
+
+
+def run(block, n: int, xp, row: int) -> None:
+    """Call ``block(s)`` for the slices covering range(n) (see the module notes)."""
+    if xp.__name__ != "numpy":
+        block(slice(None))
+        return
+    for s in slices(n, row):
+        block(s)

@@ -1,0 +1,81 @@
+"""scratchcap.row_blocks: blocks cover every row once, and the layers that use them give the
+unsplit result bit for bit (and a correct gradient) however small the blocks are."""
+import types
+
+import numpy as np
+import pytest
+
+from scratchcap import backend, ops, row_blocks
+from scratchcap.counter_random import counter_uniform
+from scratchcap.gradcheck import check_layer
+from scratchcap.gradcheck_cases import layer_cases
+
+
+@pytest.mark.parametrize("n,row,block", [(1, 5, 8), (7, 1, 3), (10, 4, 8), (10, 100, 8), (64, 100352, 1 << 18)])
+def test_slices_cover_every_row_once_in_blocks_of_about_block_elements(monkeypatch, n, row, block):
+    monkeypatch.setattr(row_blocks, "BLOCK_ELEMENTS", block)
+    parts = row_blocks.slices(n, row)
+    assert [i for s in parts for i in range(s.start, s.stop)] == list(range(n))
+    per_block = max(1, block // row)
+    assert all(s.stop - s.start == per_block for s in parts[:-1])
+    assert 1 <= parts[-1].stop - parts[-1].start <= per_block
+
+
+def test_numpy_runs_every_block_and_cupy_runs_one_call(monkeypatch):
+    monkeypatch.setattr(row_blocks, "BLOCK_ELEMENTS", 6)
+    seen = []
+    row_blocks.run(seen.append, 5, np, 3)
+    assert seen == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    seen.clear()
+    row_blocks.run(seen.append, 5, types.SimpleNamespace(__name__="cupy"), 3)
+    assert seen == [slice(None)]
+
+
+def _attend_backward(monkeypatch, block, accumulate):
+    monkeypatch.setattr(row_blocks, "BLOCK_ELEMENTS", block)
+    rng = np.random.default_rng(4)
+    N, L, D, H, A = 5, 7, 6, 4, 3
+    features, projected = rng.standard_normal((N, L, D)), rng.standard_normal((N, L, A))
+    query, w2, b2, v = rng.standard_normal((N, H)), rng.standard_normal((H, A)), rng.standard_normal(A), \
+        rng.standard_normal(A)
+    _, cache = ops.attend_forward(features, projected, query, w2, b2, v)
+    douts = (rng.standard_normal((N, D)), rng.standard_normal((N, L)))
+    start = rng.standard_normal((N, L, A))
+    dprojected = start.copy() if accumulate else None
+    grads = ops.attend_backward(douts, cache, dprojected=dprojected)
+    return grads, start, cache, douts
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_attention_backward_in_blocks_equals_the_whole_array_result_bit_for_bit(monkeypatch, accumulate):
+    whole, start, cache, douts = _attend_backward(monkeypatch, 1 << 30, accumulate)
+    rows, _, _, _ = _attend_backward(monkeypatch, 1, accumulate)  # one row per block
+    for a, b in zip(whole, rows):
+        np.testing.assert_array_equal(a, b)
+    # and both are the formula, written out over whole arrays
+    features, query, w2, v, t, alpha = cache
+    dcontext, dalpha = douts
+    da = np.einsum("nld,nd->nl", features, dcontext) + dalpha
+    de = alpha * (da - (alpha * da).sum(axis=1, keepdims=True))
+    dpre = de[:, :, None] * v * (1 - t * t)
+    np.testing.assert_allclose(whole[1], dpre + start if accumulate else dpre, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(whole[2], dpre.sum(axis=1) @ w2.T, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case_name", ["attend", "additive_attention"])
+def test_attention_gradients_hold_with_one_row_per_block(monkeypatch, case_name):
+    monkeypatch.setattr(row_blocks, "BLOCK_ELEMENTS", 1)
+    case = next(c for c in layer_cases(np, dict(N=3, L=4)) if c.name == case_name)
+    errors = check_layer(case.forward, case.backward, case.inputs, kwargs=case.kwargs)
+    assert errors and max(errors.values()) < 1e-6, errors
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 2, 7, 1001])
+def test_counter_uniform_in_blocks_gives_the_same_bits(monkeypatch, xp, dtype, n):
+    monkeypatch.setattr(row_blocks, "BLOCK_ELEMENTS", 1 << 30)
+    whole = counter_uniform(np, 2**64 - 3, (n,), dtype)
+    monkeypatch.setattr(row_blocks, "BLOCK_ELEMENTS", 3)  # odd: float32's pairs of halves straddle no block
+    got = counter_uniform(xp, 2**64 - 3, (n,), dtype)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(backend.to_numpy(got), whole)

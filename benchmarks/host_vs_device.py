@@ -1,4 +1,4 @@
-"""python benchmarks/host_vs_device.py [--json out.json]
+"""python benchmarks/host_vs_device.py [--small] [--json out.json]
 
 Where a CuPy case's time goes: host time (Python issuing the kernels, up to the
 last launch) against device time (CUDA events around the same call), from
@@ -24,15 +24,16 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 from scratchcap.atomic import write_json  # noqa: E402
-from worker import FULL, IM2COL, case_spec, scratch_case  # noqa: E402
+from worker import FULL, IM2COL, SMALL, case_spec, scratch_case  # noqa: E402
 
 
-def cases():
+def cases(shapes=FULL):
     """(label, worker case, batch, shapes, environment to set) for every row."""
-    rows = [(f"decoder N{n} fused {f}", "decoder", 1, dict(FULL, N=n), {"SCRATCHCAP_FUSED": f})
-            for n, f in ((64, "1"), (64, "0"), (256, "1"))]
-    rows += [(f"beam fused {f}", "beam", 1, FULL, {"SCRATCHCAP_FUSED": f}) for f in ("1", "0")]
-    rows += [(f"vgg16 b{b} {how}", "vgg16", b, FULL, {IM2COL: "1" if how == "im2col" else "0"})
+    big = 4 * shapes["N"]
+    rows = [(f"decoder N{n} fused {f}", "decoder", 1, dict(shapes, N=n), {"SCRATCHCAP_FUSED": f})
+            for n, f in ((shapes["N"], "1"), (shapes["N"], "0"), (big, "1"))]
+    rows += [(f"beam fused {f}", "beam", 1, shapes, {"SCRATCHCAP_FUSED": f}) for f in ("1", "0")]
+    rows += [(f"vgg16 b{b} {how}", "vgg16", b, shapes, {IM2COL: "1" if how == "im2col" else "0"})
              for b in (1, 2, 4, 8, 16) for how in ("winograd", "im2col")]
     return rows
 
@@ -41,6 +42,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python benchmarks/host_vs_device.py", description=__doc__.splitlines()[2])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--weights", default=os.path.join("weights", "vgg16_imagenet.h5"))
+    p.add_argument("--small", action="store_true", help="tiny shapes: checks that it runs, measures nothing")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args(argv)
     from scratchcap.backend import gpu_status
@@ -55,15 +57,15 @@ def main(argv=None):
     rows = []
     print(f"{gpu}, cupy {cupy.__version__}")
     print(f"{'case':<28}{'host ms':>10}{'device ms':>11}{'host/device':>13}")
-    for label, case, batch, shapes, env in cases():
+    for label, case, batch, shapes, env in cases(SMALL if args.small else FULL):
         os.environ.update(env)
-        work, _ = scratch_case(cupy, case_spec(case, batch, weights=args.weights), shapes)
+        work, _ = scratch_case(cupy, case_spec(case, batch, small=args.small, weights=args.weights), shapes)
         r = benchmark(work, n_repeat=args.repeats, n_warmup=2)
         host, device = float(r.cpu_times.mean()) * 1e3, float(r.gpu_times[0].mean()) * 1e3
         rows.append(dict(case=label, host_ms=host, device_ms=device, repeats=args.repeats))
         print(f"{label:<28}{host:>10.2f}{device:>11.2f}{host / device:>13.2f}", flush=True)
         if args.json:  # after every row: a run cut short keeps what it measured
-            write_json(args.json, dict(gpu=gpu, rows=rows), indent=1)
+            write_json(args.json, dict(gpu=gpu, small=args.small, rows=rows), indent=1)
 
 
 if __name__ == "__main__":

@@ -146,3 +146,31 @@ def test_op_times_profiles_pytorch_on_the_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {r["where"]: r for r in json.load(open(out))["rows"]}
     assert rows["aten::mm"]["ms"] > 0 and rows["all operators"]["ms"] >= rows["aten::mm"]["ms"]
+
+
+def _on_the_stand_in(script, *args):
+    from conftest import HOSTCUPY
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HOSTCUPY, ROOT]))
+    return subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=600)
+
+
+def test_op_times_gpu_path_runs_on_the_cupy_stand_in(tmp_path):
+    """CUDA events around every op (the stand-in's events read the host clock): rehearsed before a GPU is lent."""
+    out = tmp_path / "ops.json"
+    proc = _on_the_stand_in("op_times.py", "--device", "gpu", "--small", "--repeats", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {r["where"]: r for r in json.load(open(out))["rows"]}
+    assert any(w.startswith("attend_backward (gru_attention.py:") for w in rows)
+    assert rows["whole call"]["ms"] > 0
+
+
+def test_host_vs_device_runs_every_case_on_the_cupy_stand_in(tmp_path):
+    out = tmp_path / "hvd.json"
+    proc = _on_the_stand_in("host_vs_device.py", "--small", "--repeats", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    data = json.load(open(out))
+    labels = [r["case"] for r in data["rows"]]
+    assert data["small"] is True and len(labels) == 15 and "decoder N12 fused 1" in labels
+    assert all(r["host_ms"] > 0 and r["device_ms"] > 0 for r in data["rows"])

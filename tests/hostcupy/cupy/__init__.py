@@ -25,6 +25,7 @@ and it proves nothing about CUDA numerics or speed: scratchcap.parity on a GPU d
 from __future__ import annotations
 
 import collections
+import time
 import types
 
 import numpy as _np
@@ -253,13 +254,34 @@ class _Device:
         return False
 
 
+class _Event:
+    """A CUDA event: here the host clock when recorded (every stand-in kernel has finished by then)."""
+
+    def __init__(self, *args, **kwargs):
+        self._time = None
+
+    def record(self, stream=None):
+        self._time = time.perf_counter()
+
+    def synchronize(self):
+        return None
+
+
+def _get_elapsed_time(start, end):
+    """Milliseconds between two recorded events, as cupy.cuda.get_elapsed_time."""
+    if start._time is None or end._time is None:
+        raise RuntimeError("get_elapsed_time: both events must be recorded")
+    return (end._time - start._time) * 1e3
+
+
 _runtime = types.SimpleNamespace(
     getDeviceCount=lambda: 1,
     getDeviceProperties=lambda device: {"name": b"host stand-in (NumPy, no GPU)", "totalGlobalMem": 0},
     runtimeGetVersion=lambda: 0,
     driverGetVersion=lambda: 0,
 )
-cuda = types.SimpleNamespace(Device=_Device, runtime=_runtime, Stream=types.SimpleNamespace(null=None))
+cuda = types.SimpleNamespace(Device=_Device, runtime=_runtime, Stream=types.SimpleNamespace(null=None),
+                             Event=_Event, get_elapsed_time=_get_elapsed_time)
 lib = types.SimpleNamespace(stride_tricks=types.SimpleNamespace(
     as_strided=_function(_np.lib.stride_tricks.as_strided)))
 

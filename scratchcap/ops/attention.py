@@ -108,7 +108,7 @@ def attend_backward(douts, cache, *, features_grad=True, dprojected=None):
             dprojected = xp.empty_like(t)
 
         def tanh_grad_rows(s):  # de * v * (1 - t^2) in place: one temporary per block, not four
-            dpre = xp.multiply(t[s], t[s], out=None if accumulate else dprojected[s])
+            dpre = t[s] * t[s] if accumulate else xp.multiply(t[s], t[s], out=dprojected[s])
             xp.subtract(1, dpre, out=dpre)
             dpre *= de[s, :, None]
             xp.sum(dpre, axis=1, out=dq[s])

@@ -14,7 +14,7 @@ whole array anyway. A block function writes only its own rows and reduces
 nothing across rows, so the result is bit for bit the unsplit one.
 
 Why not threads as well: spreading the blocks over a thread pool made the
-attention's elementwise chain 1.5x faster alone on two cores, but not inside
+attention's elementwise chains about 2x faster alone on two cores, but not inside
 the decoder step, where NumPy's BLAS threads share the same cores
 (benchmarks/RESULTS.md, "Cache-sized blocks").
 """

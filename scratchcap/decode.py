@@ -31,19 +31,24 @@ def top_k(total, k):
     """Indices of the k largest entries of each row of ``total`` (n, m), best first, ties to the lower index.
 
     The same as ``np.argsort(-total, axis=1, kind="stable")[:, :k]`` without sorting whole rows
-    (a beam's row holds k * V scores): a partition finds each row's k-th value, and only the
-    entries at or above it (every tie included) are sorted.
+    (a beam's row holds k * V scores): k passes of argmax, each taking the first of the row's
+    largest values and striking it out (to -inf). A row where a pass finds -inf (fewer than k
+    scores above it: argmax could take a struck-out entry again) or NaN (which argmax takes
+    first and the sort puts last) is sorted whole instead.
     """
     n, m = total.shape
     if k >= m:
         return np.argsort(-total, axis=1, kind="stable")
-    kth = -np.partition(-total, k - 1, axis=1)[:, k - 1]
+    rows = np.arange(n)
+    left = total.copy()
     out = np.empty((n, k), dtype=np.intp)
-    for r in range(n):
-        candidates = np.flatnonzero(total[r] >= kth[r])  # ascending index: the stable sort keeps ties in order
-        if len(candidates) < k:  # NaN scores compare false: the whole sort puts them last
-            candidates = np.arange(m)
-        out[r] = candidates[np.argsort(-total[r, candidates], kind="stable")[:k]]
+    sort_whole = np.zeros(n, dtype=bool)
+    for j in range(k):
+        out[:, j] = left.argmax(axis=1)
+        sort_whole |= ~(left[rows, out[:, j]] > -np.inf)  # -inf or NaN
+        left[rows, out[:, j]] = -np.inf
+    if sort_whole.any():
+        out[sort_whole] = np.argsort(-total[sort_whole], axis=1, kind="stable")[:, :k]
     return out
 
 

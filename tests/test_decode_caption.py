@@ -63,6 +63,9 @@ def test_top_k_equals_a_stable_sort_of_the_whole_row():
         total[1, 2:] = -np.inf  # fewer finite scores than k
         total[2] += rng.standard_normal(m)
         total[3, 1:] = np.nan  # a diverged model: fewer comparable scores than k
+        total[4, ::3] = np.inf  # ties at +inf
+        total[5, m // 2] = np.nan  # one NaN among finite scores: argmax would take it first
+        total[6, -1] = -np.inf  # one -inf after the scores to take
         want = np.argsort(-total, axis=1, kind="stable")[:, :k]
         np.testing.assert_array_equal(top_k(total, k), want, err_msg=f"m={m} k={k}")
 

@@ -16,17 +16,7 @@ out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR}
 py=${PYTHON:-python3}  # the interpreter with CuPy (and PyTorch); set PYTHON to choose another
 mkdir -p "$out"
 log="$out/gpu_check.log"
-failed=0
-step() {  # step NAME SECONDS COMMAND...
-  local name=$1 limit=$2
-  shift 2
-  echo "== $name ($(date -u +%T), at most ${limit}s): $*" | tee -a "$log"
-  local t0=$SECONDS
-  timeout "$limit" "$@" >>"$log" 2>&1
-  local rc=$?
-  echo "== $name: exit $rc after $((SECONDS - t0))s" | tee -a "$log"
-  [ $rc -eq 0 ] || failed=$((failed + 1))
-}
+. "$(dirname "$0")/steps.sh"  # step NAME SECONDS COMMAND...
 {
   echo "gpu_check at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%FT%TZ)"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true

@@ -31,35 +31,19 @@ def test_numpy_runs_every_block_and_cupy_runs_one_call(monkeypatch):
     assert seen == [slice(None)]
 
 
-def _attend_backward(monkeypatch, block, accumulate):
+def _attend_backward(monkeypatch, block, accumulate, xp=np):
     monkeypatch.setattr(row_blocks, "BLOCK_ELEMENTS", block)
     rng = np.random.default_rng(4)
     N, L, D, H, A = 5, 7, 6, 4, 3
     features, projected = rng.standard_normal((N, L, D)), rng.standard_normal((N, L, A))
     query, w2, b2, v = rng.standard_normal((N, H)), rng.standard_normal((H, A)), rng.standard_normal(A), \
         rng.standard_normal(A)
-    _, cache = ops.attend_forward(features, projected, query, w2, b2, v)
+    _, cache = ops.attend_forward(*(xp.asarray(a) for a in (features, projected, query, w2, b2, v)))
     douts = (rng.standard_normal((N, D)), rng.standard_normal((N, L)))
     start = rng.standard_normal((N, L, A))
-    dprojected = start.copy() if accumulate else None
-    grads = ops.attend_backward(douts, cache, dprojected=dprojected)
-    return grads, start, cache, douts
-
-
-@pytest.mark.parametrize("accumulate", [False, True])
-def test_attention_backward_in_blocks_equals_the_whole_array_result_bit_for_bit(monkeypatch, accumulate):
-    whole, start, cache, douts = _attend_backward(monkeypatch, 1 << 30, accumulate)
-    rows, _, _, _ = _attend_backward(monkeypatch, 1, accumulate)  # one row per block
-    for a, b in zip(whole, rows):
-        np.testing.assert_array_equal(a, b)
-    # and both are the formula, written out over whole arrays
-    features, query, w2, v, t, alpha = cache
-    dcontext, dalpha = douts
-    da = np.einsum("nld,nd->nl", features, dcontext) + dalpha
-    de = alpha * (da - (alpha * da).sum(axis=1, keepdims=True))
-    dpre = de[:, :, None] * v * (1 - t * t)
-    np.testing.assert_allclose(whole[1], dpre + start if accumulate else dpre, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(whole[2], dpre.sum(axis=1) @ w2.T, rtol=1e-12, atol=1e-12)
+    dprojected = xp.asarray(start) if accumulate else None
+    grads = ops.attend_backward(tuple(xp.asarray(d) for d in douts), cache, dprojected=dprojected)
+    return [backend.to_numpy(g) for g in grads], start, [backend.to_numpy(c) for c in cache], douts
 
 
 @pytest.mark.parametrize("case_name", ["attend", "additive_attention"])
@@ -68,6 +52,16 @@ def test_attention_gradients_hold_with_one_row_per_block(monkeypatch, case_name)
     case = next(c for c in layer_cases(np, dict(N=3, L=4)) if c.name == case_name)
     errors = check_layer(case.forward, case.backward, case.inputs, kwargs=case.kwargs)
     assert errors and max(errors.values()) < 1e-6, errors
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_the_plain_attention_backward_on_the_cupy_stand_in_equals_numpy(hostcupy, monkeypatch, accumulate):
+    """SCRATCHCAP_FUSED=0: on CuPy the plain code runs as one block over slice(None)."""
+    monkeypatch.setenv("SCRATCHCAP_FUSED", "0")
+    want, _, _, _ = _attend_backward(monkeypatch, 1, accumulate)
+    got, _, _, _ = _attend_backward(monkeypatch, 1, accumulate, xp=hostcupy)
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from .. import row_blocks
 from ..backend import get_array_module
 from . import _checks
 from .winograd import winograd_conv3x3
@@ -158,9 +159,8 @@ def _row_blocks(n_images, rows, row_bytes, budget):
 
     Whole images, as many per block as fit; an image larger than the budget goes in blocks of rows.
     """
-    per_block = budget // (rows * row_bytes)
-    if per_block >= 1:
-        return [(slice(n, min(n + per_block, n_images)), 0, rows) for n in range(0, n_images, per_block)]
+    if rows * row_bytes <= budget:
+        return [(images, 0, rows) for images in row_blocks.slices(n_images, rows * row_bytes, budget)]
     step = max(1, budget // row_bytes)
     return [(slice(n, n + 1), r, min(r + step, rows)) for n in range(n_images) for r in range(0, rows, step)]
 

@@ -2,9 +2,12 @@
 
 Times scratchcap on NumPy (CPU) and CuPy (GPU) against PyTorch on the same
 device, with identical inputs. Each library runs in its own process with the
-same pinned thread count, the libraries alternating round by round; the report
-gives medians and the ratios NumPy/PyTorch-CPU, CuPy/PyTorch-CUDA and the GPU
-speed-up over the CPU. PyTorch is optional: its columns stay empty without it.
+same pinned thread count, the libraries alternating round by round: a round
+starts one worker process per library (and per variant, below) that times all
+of the round's cases in turn, so a process start, seconds with a CUDA context,
+is paid once per round rather than once per case. The report gives medians and
+the ratios NumPy/PyTorch-CPU, CuPy/PyTorch-CUDA and the GPU speed-up over the
+CPU. PyTorch is optional: its columns stay empty without it.
 
 Cases (see worker.py for the shapes): the float32 GEMM peak; (a) each layer's
 forward + backward at the real shapes (three VGG-16 convolutions, attention,
@@ -42,7 +45,12 @@ CPU_LIBS, GPU_LIBS = ("numpy", "torch"), ("cupy", "torch-cuda")
 REFERENCE = {"numpy": "torch", "cupy": "torch-cuda"}
 
 
-def run_worker(lib, case, threads, env_change, small=False, **kw):
+def run_worker(lib, jobs, threads, env_change, small=False, repeats=3):
+    """Time ``jobs`` (dicts of a case and its options) in one worker process for ``lib``.
+
+    Returns [(job, result)] in the order given; a result holds "times", or "error" for a case that failed,
+    or whose line never came because the process died.
+    """
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
@@ -51,12 +59,18 @@ def run_worker(lib, case, threads, env_change, small=False, **kw):
             env.pop(k, None)
         else:
             env[k] = v
-    cmd = [sys.executable, os.path.join(HERE, "worker.py"), "--lib", lib, "--case", case,
-           "--threads", str(threads)] + [f"--{k}={v}" for k, v in kw.items()] + (["--small"] if small else [])
+    cmd = [sys.executable, os.path.join(HERE, "worker.py"), "--lib", lib, "--jobs", json.dumps(jobs),
+           "--threads", str(threads), "--repeats", str(repeats)] + (["--small"] if small else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith('{"job"')]
+    out = []
+    for k, job in enumerate(jobs):
+        if k < len(lines):
+            out.append((job, lines[k]))
+        else:
+            out.append((job, dict(error=f"worker.py --lib {lib} exited {proc.returncode} before case {job}:\n"
+                                        f"{proc.stderr[-2000:]}")))
+    return out
 
 
 def coretype_variants():
@@ -146,31 +160,25 @@ def main(argv=None):
                 python=platform.python_version(), numpy=numpy.__version__,
                 torch=_version("torch"), cupy=_version("cupy"), gpu={}, blas={}, small=args.small,
                 missing=missing, failed=[], complete=False)
-    results = []
-    for case, kw, images in cases:
-        times, flops = {}, 0
-        for _ in range(rounds):  # alternate: numpy (each variant), torch, cupy, torch-cuda, numpy, ...
-            for lib in libs:
-                for label, change in variants_for(lib, case, variants):
-                    key = f"{lib} {label}".strip()
-                    try:
-                        r = run_worker(lib, case, args.threads, change, args.small, repeats=repeats, **kw)
-                    except RuntimeError as e:  # one broken library must not cost the other cases' numbers
-                        print(f"FAILED {key} {case} {kw or ''}: {e}", file=sys.stderr)
-                        info["failed"].append(dict(case=case, params=kw, library=key, error=str(e)[-2000:]))
+    times, flops = {}, {}  # (case, params as JSON, library label) -> seconds; (case, params) -> flops
+    for _ in range(rounds):  # alternate: numpy (each variant), torch, cupy, torch-cuda, numpy, ...
+        for lib in libs:
+            for label, change, jobs in groups(lib, cases, variants):
+                key = f"{lib} {label}".strip()
+                for job, r in run_worker(lib, jobs, args.threads, change, args.small, repeats=repeats):
+                    case, kw = job["case"], {k: v for k, v in job.items() if k != "case"}
+                    if "error" in r:  # one broken case or library must not cost the others their numbers
+                        print(f"FAILED {key} {case} {kw or ''}: {r['error']}", file=sys.stderr)
+                        info["failed"].append(dict(case=case, params=kw, library=key, error=r["error"]))
                         continue
-                    times.setdefault(key, []).extend(r["times"])
+                    times.setdefault((case, json.dumps(kw), key), []).extend(r["times"])
+                    flops[case, json.dumps(kw)] = r["flops"]
                     info["blas"][key] = r["blas"]
                     info["gpu"].update(r.get("gpu") or {})
-                    flops = r["flops"]
-        for key, ts in times.items():
-            med = statistics.median(ts)
-            results.append(dict(case=case, params=kw, library=key, median_s=med, runs=len(ts),
-                                gflops=flops / med / 1e9 if flops else None,
-                                per_s=images / med if images else None))
-        _ratios(results)
-        if args.json:  # after every case, so that a run cut short keeps what it measured
-            write_json(args.json, dict(info=info, results=results), indent=1)
+                results = summarize(cases, times, flops)
+                if args.json:  # after every process, so that a run cut short keeps what it measured
+                    write_json(args.json, dict(info=info, results=results), indent=1)
+    results = summarize(cases, times, flops)
     info["complete"] = True
     _print(info, results)
     if args.json:
@@ -178,6 +186,31 @@ def main(argv=None):
         print(f"wrote {args.json}")
     if info["failed"]:
         p.exit(1, f"error: {len(info['failed'])} timed run(s) failed; see 'failed' in the JSON and the messages above\n")
+
+
+def groups(lib, cases, coretypes):
+    """[(label, environment change, jobs)]: the worker processes one round of ``lib`` takes, one per variant,
+    each with the cases that variant applies to, in the plan's order."""
+    out = {}
+    for case, kw, _ in cases:
+        for label, change in variants_for(lib, case, coretypes):
+            out.setdefault(label, (change, []))[1].append(dict(case=case, **kw))
+    return [(label, change, jobs) for label, (change, jobs) in out.items()]
+
+
+def summarize(cases, times, flops):
+    """One row per (case, library) with its median, in the plan's order, and the ratios between them."""
+    results = []
+    for case, kw, images in cases:
+        for (c, params, key), ts in times.items():
+            if (c, params) != (case, json.dumps(kw)):
+                continue
+            med = statistics.median(ts)
+            f = flops.get((case, params))
+            results.append(dict(case=case, params=kw, library=key, median_s=med, runs=len(ts),
+                                gflops=f / med / 1e9 if f else None, per_s=images / med if images else None))
+    _ratios(results)
+    return results
 
 
 def _ratios(results):

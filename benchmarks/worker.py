@@ -1,10 +1,14 @@
-"""One benchmark case for one library, in its own process; prints one JSON line of timings.
+"""Benchmark cases for one library, in its own process; prints one JSON line of timings per case.
 
     python benchmarks/worker.py --lib numpy|cupy|torch|torch-cuda --case CASE [--batch N] [--repeats R]
                                 [--threads T] [--small]
+    python benchmarks/worker.py --lib LIB --jobs '[{"case": "gemm"}, {"case": "vgg16", "batch": 16}]' ...
 
-run.py starts this once per (library, round) so that two libraries' thread
-pools never share a process, and alternates the libraries between rounds.
+run.py starts this once per (library, variant, round) with all of that round's
+cases as --jobs, so that two libraries' thread pools never share a process and
+a process start (seconds with a CUDA context) is paid once per round, not once
+per case; it alternates the libraries between rounds. A case that fails prints
+an "error" line instead of timings, and the next case runs (exit status 1).
 numpy and cupy run the same scratchcap code (the array module comes from the
 inputs); torch and torch-cuda run the same maths with PyTorch as the reference.
 Every library gets identical inputs, drawn from NumPy with a fixed seed.
@@ -23,10 +27,12 @@ Cases (shapes in the notation of scratchcap.ops; --small shrinks them all for a 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
 import time
+import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -388,16 +394,20 @@ def gpu_info(lib):
     return {}
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--lib", choices=LIBS, required=True)
-    p.add_argument("--case", choices=CASES, required=True)
+    p.add_argument("--case", choices=CASES, help="one case (with --batch); or give --jobs")
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--jobs", help='a JSON list of cases to time in turn: [{"case": CASE, "batch": N}, ...]')
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--small", action="store_true", help="tiny shapes: a smoke test, not a measurement")
     p.add_argument("--weights", default=os.path.join("weights", "vgg16_imagenet.h5"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if (args.case is None) == (args.jobs is None):
+        p.error("give one of --case and --jobs")
+    jobs = json.loads(args.jobs) if args.jobs else [dict(case=args.case, batch=args.batch)]
     s = SMALL if args.small else FULL
     if args.lib in ("numpy", "cupy"):
         from scratchcap.memory import keep_freed_memory
@@ -410,14 +420,30 @@ def main():
 
             def sync():
                 return None
-        work, flops = scratch_case(xp, args, s)
     else:
         import torch
         sync = torch.cuda.synchronize if args.lib == "torch-cuda" else (lambda: None)
-        work, flops = torch_case(args, s, "cuda" if args.lib == "torch-cuda" else "cpu")
-    times = time_calls(work, args.repeats, sync)
-    print(json.dumps({"times": times, "flops": flops, "blas": blas_info(), "gpu": gpu_info(args.lib)}))
+    failed = 0
+    for job in jobs:
+        line = {"job": job}
+        try:
+            if job.get("case") not in CASES:
+                raise ValueError(f"unknown case {job.get('case')!r}; the cases are {', '.join(CASES)}")
+            spec = case_spec(job["case"], job.get("batch", 1), args.small, args.weights, args.threads)
+            if args.lib in ("numpy", "cupy"):
+                work, flops = scratch_case(xp, spec, s)
+            else:
+                work, flops = torch_case(spec, s, "cuda" if args.lib == "torch-cuda" else "cpu")
+            line.update(times=time_calls(work, args.repeats, sync), flops=flops, blas=blas_info(),
+                        gpu=gpu_info(args.lib))
+        except Exception:  # one case's failure must not cost the others their numbers
+            failed += 1
+            line["error"] = traceback.format_exc()[-2000:]
+        work = None  # the case's arrays go before the next case's are made
+        gc.collect()
+        print(json.dumps(line), flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

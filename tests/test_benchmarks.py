@@ -34,31 +34,72 @@ def test_every_case_runs_on_the_cpu_and_writes_json(tmp_path):
     assert "median ms" in proc.stdout
 
 
-def test_a_failing_run_keeps_the_other_cases_and_the_json_is_written_after_each_case(tmp_path, monkeypatch, capsys):
+def test_one_process_per_library_and_round_a_failing_case_keeps_the_others_and_json_follows_each_process(
+        tmp_path, monkeypatch, capsys):
     sys.path.insert(0, os.path.dirname(RUN))
     import run
 
     out = tmp_path / "bench.json"
-    seen = []
+    calls = []
 
-    def fake_worker(lib, case, threads, env_change, small=False, **kw):
-        if case == "decoder":
-            assert json.load(open(out))["info"]["complete"] is False  # gemm's numbers are on disk already
-            raise RuntimeError("worker.py --case decoder failed:\nCUDA_ERROR_SOMETHING")
-        seen.append(case)
-        return dict(times=[0.5, 0.25], blas=[], flops=1e9)
+    def fake_worker(lib, jobs, threads, env_change, small=False, repeats=3):
+        if calls:  # the first process's numbers are on disk before the second starts
+            on_disk = json.load(open(out))
+            assert on_disk["info"]["complete"] is False
+            assert {r["library"] for r in on_disk["results"]} >= {calls[0][0]}
+        calls.append((lib, [j["case"] for j in jobs]))
+        return [(j, dict(error="worker.py: CUDA_ERROR_SOMETHING") if j["case"] == "decoder" and lib == "torch"
+                 else dict(times=[0.5, 0.25], blas=[], flops=1e9)) for j in jobs]
 
     monkeypatch.setattr(run, "run_worker", fake_worker)
+    monkeypatch.setattr(run, "available_libs", lambda device: (["numpy", "torch"], {}))
     with pytest.raises(SystemExit) as exit_:
-        run.main(["--cases", "gemm,decoder,beam", "--rounds", "1", "--json", str(out)])
+        run.main(["--cases", "gemm,decoder,beam", "--rounds", "2", "--quick", "--json", str(out)])
     assert exit_.value.code == 1
+    # two rounds, the libraries alternating, every case of a round in one process per library
+    assert calls == [("numpy", ["gemm", "decoder", "beam"]), ("torch", ["gemm", "decoder", "beam"])] * 2
     data = json.load(open(out))
     assert data["info"]["complete"] is True
-    assert {r["case"] for r in data["results"]} == {"gemm", "beam"} == set(seen)
-    assert {f["case"] for f in data["info"]["failed"]} == {"decoder"}
+    rows = {(r["case"], r["library"]): r for r in data["results"]}
+    assert set(rows) == {("gemm", "numpy"), ("decoder", "numpy"), ("beam", "numpy"), ("gemm", "torch"),
+                         ("beam", "torch")}
+    assert all(r["runs"] == 4 and r["median_s"] == pytest.approx(0.375) for r in rows.values())
+    assert rows[("gemm", "numpy")]["time_vs_reference"] == pytest.approx(1.0)
+    assert rows[("decoder", "numpy")]["time_vs_reference"] is None  # its reference failed
+    assert [(f["case"], f["library"]) for f in data["info"]["failed"]] == [("decoder", "torch")] * 2
     assert "CUDA_ERROR_SOMETHING" in data["info"]["failed"][0]["error"]
-    assert "FAILED numpy decoder" in capsys.readouterr().err
+    assert "FAILED torch decoder" in capsys.readouterr().err
     assert not [p for p in os.listdir(tmp_path) if p != "bench.json"]  # no temporary file left
+
+
+def test_variants_get_their_own_process_with_only_the_cases_they_apply_to():
+    sys.path.insert(0, os.path.dirname(RUN))
+    import run
+
+    cases = run.plan(quick=False)
+    groups = run.groups("cupy", cases, [])
+    assert [label for label, _, _ in groups] == ["", "SCRATCHCAP_FUSED=0", "im2col"]
+    jobs = {label: [j["case"] + str(j.get("batch", "")) for j in js] for label, _, js in groups}
+    assert jobs["im2col"] == ["vgg161", "vgg1616"]
+    assert jobs["SCRATCHCAP_FUSED=0"] == ["attention", "gru_step", "lstm_step", "decoder", "beam"]
+    assert len(jobs[""]) == len(cases)
+    coretypes = run.coretype_variants()
+    numpy_groups = run.groups("numpy", cases, coretypes)
+    assert [js for label, _, js in numpy_groups if label][0] == [
+        dict(case="gemm"), dict(case="vgg16", batch=1), dict(case="vgg16", batch=16), dict(case="decoder")]
+
+
+def test_worker_times_each_job_and_reports_a_failing_one_without_losing_the_rest():
+    jobs = [dict(case="gru_step"), dict(case="no_such_case"), dict(case="vgg16", batch=2)]
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "worker.py"), "--lib", "numpy",
+                           "--small", "--repeats", "2", "--jobs", json.dumps(jobs)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [x["job"] for x in lines] == jobs
+    assert len(lines[0]["times"]) == 2 and lines[0]["times"][0] > 0
+    assert "unknown case 'no_such_case'" in lines[1]["error"] and "times" not in lines[1]
+    assert len(lines[2]["times"]) == 2 and lines[2]["flops"] > 0
 
 
 @pytest.mark.skipif(gpu_status()[0], reason="a GPU is present")

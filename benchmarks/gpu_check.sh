@@ -23,7 +23,8 @@ log="$out/gpu_check.log"
   "$py" -c "import sys, cupy; print(sys.executable, 'cupy', cupy.__version__)" 2>&1 || true
 } >"$log"
 step parity 70 "$py" -m scratchcap.parity --images "${PHOTOS:-../shared/flickr8k/originals}"
-step benchmarks 300 "$py" benchmarks/run.py --device all --quick --rounds 1 --json "$out/results-gpu.json"
+# A round starts one process per library and variant (7 for the quick cases), not one per case.
+step benchmarks 300 "$py" benchmarks/run.py --device all --quick --rounds 2 --json "$out/results-gpu.json"
 step vgg16 55 "$py" benchmarks/run.py --device gpu --cases vgg16 --rounds 1 --json "$out/results-gpu-vgg16.json"
 step training 55 "$py" -m scratchcap.train --device gpu --shapes-images 300,40,20 --data-dir "$out/shapes" \
   --features "$out/shapes-features.h5" --epochs 2 --out "$out/run" --no-progress

@@ -41,7 +41,6 @@ from scratchcap.atomic import write_json  # noqa: E402
 from worker import CONV_CASES, IM2COL, TORCH_TF32  # noqa: E402
 
 LAYER_CASES = [f"conv:{n}" for n in CONV_CASES] + ["attention", "gru_step", "lstm_step", "output"]
-CPU_LIBS, GPU_LIBS = ("numpy", "torch"), ("cupy", "torch-cuda")
 REFERENCE = {"numpy": "torch", "cupy": "torch-cuda"}
 
 

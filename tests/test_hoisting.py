@@ -56,3 +56,73 @@ def test_linear_backward_without_input_grad(xp):
     assert none is None and dx.shape == x.shape
     np.testing.assert_array_equal(to_numpy(dw), to_numpy(dw2))
     np.testing.assert_array_equal(to_numpy(db), to_numpy(db2))
+
+
+def _close(a, b):
+    np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-12, atol=1e-12)
+
+
+def test_linear_weight_grads_sum_over_any_rows(xp):
+    """Stacked (T, N, .) rows give the sum of the T steps' weight gradients."""
+    rng = np.random.default_rng(3)
+    T, N, D, M = 4, 3, 5, 2
+    xs, douts = (xp.asarray(rng.standard_normal(s)) for s in ((T, N, D), (T, N, M)))
+    dw, db = ops.linear_weight_grads(xs, douts)
+    w, b = xp.asarray(rng.standard_normal((D, M))), xp.asarray(rng.standard_normal(M))
+    steps = [ops.linear_backward(douts[t], ops.linear_forward(xs[t], w, b)[1]) for t in range(T)]
+    _close(dw, sum(s[1] for s in steps))
+    _close(db, sum(s[2] for s in steps))
+
+
+def test_gru_step_backward_into_gate_buffers_equals_plain(xp):
+    rng = np.random.default_rng(4)
+    N, D, H = 3, 4, 5
+    x, h, wx, wh, bx, bh = (xp.asarray(rng.standard_normal(s)) for s in
+                            ((N, D), (N, H), (D, 3 * H), (H, 3 * H), (3 * H,), (3 * H,)))
+    _, cache = ops.gru_step_forward(x, h, wx, wh, bx, bh)
+    dh_next = xp.asarray(rng.standard_normal((N, H)))
+    plain = ops.gru_step_backward(dh_next, cache)
+    dgx, dgh = xp.full((N, 3 * H), np.nan), xp.full((N, 3 * H), np.nan)
+    hoisted = ops.gru_step_backward(dh_next, cache, dgates=(dgx, dgh))
+    assert hoisted[2:] == (None,) * 4
+    _close(hoisted[0], plain[0])
+    _close(hoisted[1], plain[1])
+    dwx, dbx = ops.linear_weight_grads(x, dgx)
+    dwh, dbh = ops.linear_weight_grads(h, dgh)
+    for a, b in zip((dwx, dwh, dbx, dbh), plain[2:]):
+        _close(a, b)
+
+
+def test_lstm_step_backward_into_a_gate_buffer_equals_plain(xp):
+    rng = np.random.default_rng(5)
+    N, D, H = 3, 4, 5
+    x, h, c, wx, wh, b = (xp.asarray(rng.standard_normal(s)) for s in
+                          ((N, D), (N, H), (N, H), (D, 4 * H), (H, 4 * H), (4 * H,)))
+    _, cache = ops.lstm_step_forward(x, h, c, wx, wh, b)
+    douts = (xp.asarray(rng.standard_normal((N, H))), xp.asarray(rng.standard_normal((N, H))))
+    plain = ops.lstm_step_backward(douts, cache)
+    da = xp.full((N, 4 * H), np.nan)
+    hoisted = ops.lstm_step_backward(douts, cache, dgates=da)
+    assert hoisted[3:] == (None,) * 3
+    for a, b in zip(hoisted[:3], plain[:3]):
+        _close(a, b)
+    dwx, db = ops.linear_weight_grads(x, da)
+    dwh, _ = ops.linear_weight_grads(h, da)
+    for a, b in zip((dwx, dwh, db), plain[3:]):
+        _close(a, b)
+
+
+def test_attend_backward_into_a_query_buffer_equals_plain(xp):
+    rng = np.random.default_rng(6)
+    features, projected, q, w2, b2, v = _attend_case(xp, rng)
+    (ctx, alpha), cache = ops.attend_forward(features, projected, q, w2, b2, v)
+    douts = (xp.asarray(rng.standard_normal(ctx.shape)), xp.asarray(rng.standard_normal(alpha.shape)))
+    plain = ops.attend_backward(douts, cache)
+    dqp = xp.full((q.shape[0], w2.shape[1]), np.nan)
+    hoisted = ops.attend_backward(douts, cache, dprojected_query=dqp)
+    assert hoisted[3] is None and hoisted[4] is None
+    for k in (0, 1, 2, 5):
+        _close(hoisted[k], plain[k])
+    dw2, db2 = ops.linear_weight_grads(q, dqp)
+    _close(dw2, plain[3])
+    _close(db2, plain[4])

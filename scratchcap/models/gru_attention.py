@@ -57,7 +57,7 @@ def step(p, enc, h, emb_t):
     xp = get_array_module(h)
     x = xp.concatenate([context, emb_t], axis=1)
     h_next, cg = ops.gru_step_forward(x, h, p["gru/wx"], p["gru/wh"], p["gru/bx"], p["gru/bh"])
-    return (h_next, alpha), (ca, cg, context.shape[1])
+    return (h_next, alpha), (ca, cg, x, h)
 
 
 def output(p, hs):
@@ -112,25 +112,29 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
     dprojected = xp.zeros_like(projected)
     dcontexts = xp.empty((N, T, feats.shape[2]), dtype=features.dtype)
     demb = xp.empty_like(emb)
-    for k in ("attention/w2", "attention/b2", "attention/v", "gru/wx", "gru/wh", "gru/bx", "gru/bh"):
-        g[k] = xp.zeros_like(p[k])
+    # Per step only what the next step back needs; the weights' gradients of all steps come after the loop,
+    # one GEMM each, from these time-major buffers.
+    dgx = xp.empty((T, N, p["gru/wx"].shape[1]), dtype=features.dtype)
+    dgh = xp.empty_like(dgx)
+    dqp = xp.empty((T, N, p["attention/w2"].shape[1]), dtype=features.dtype)
+    g["attention/v"] = xp.zeros_like(p["attention/v"])
     dh = xp.zeros((N, H), dtype=features.dtype)
+    Dc = dcontexts.shape[2]
     for t in reversed(range(T)):
-        ca, cg, Dc = caches[t]
-        dx, dh, dwx, dwh, dbx, dbh = ops.gru_step_backward(dhs[:, t] + dh, cg)
-        g["gru/wx"] += dwx
-        g["gru/wh"] += dwh
-        g["gru/bx"] += dbx
-        g["gru/bh"] += dbh
+        ca, cg, _, _ = caches[t]
+        dx, dh, *_ = ops.gru_step_backward(dhs[:, t] + dh, cg, dgates=(dgx[t], dgh[t]))
         demb[:, t] = dx[:, Dc:]
         dcontexts[:, t] = dx[:, :Dc]
         dalpha = None if dalphas is None else dalphas[:, t]
-        _, _, dq, dw2, db2, dv = ops.attend_backward((dx[:, :Dc], dalpha), ca, features_grad=False,
-                                                     dprojected=dprojected)
+        _, _, dq, _, _, dv = ops.attend_backward((dx[:, :Dc], dalpha), ca, features_grad=False,
+                                                 dprojected=dprojected, dprojected_query=dqp[t])
         dh += dq
-        g["attention/w2"] += dw2
-        g["attention/b2"] += db2
         g["attention/v"] += dv
+    xs = xp.stack([c[2] for c in caches])  # (T, N, 2E): each step's GRU input
+    queries = xp.stack([c[3] for c in caches])  # (T, N, H): h_{t-1}, the GRU's state and the attention's query
+    g["gru/wx"], g["gru/bx"] = ops.linear_weight_grads(xs, dgx)
+    g["gru/wh"], g["gru/bh"] = ops.linear_weight_grads(queries, dgh)
+    g["attention/w2"], g["attention/b2"] = ops.linear_weight_grads(queries, dqp)
     (g["embedding/w"],) = ops.embedding_backward(demb, emb_cache)
     c1, c2, c3, c4 = enc_cache
     dfeats, g["attention/w1"], g["attention/b1"] = ops.linear_backward(dprojected, c4)

@@ -61,7 +61,7 @@ def step(p, enc, state, emb_t):
     xp = get_array_module(h)
     x = xp.concatenate([emb_t, z], axis=1)
     (h2, c2), cx = ops.lstm_step_forward(x, h, c, p["lstm/wx"], p["lstm/wh"], p["lstm/b"])
-    return ((h2, c2), alpha, z), (ca, cl, cs, cx, beta, context, emb_t.shape[1])
+    return ((h2, c2), alpha, z), (ca, cl, cs, cx, beta, context, x, h)
 
 
 def output(p, emb, hs, zs, rng, dropout, train):
@@ -117,16 +117,18 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
     dhs, g["output/wh"], g["output/bh"] = ops.linear_backward(dsum, oc[0])
     demb = dsum.copy()
     dprojected = xp.zeros_like(enc[1])
-    for k in ("attention/w2", "attention/b2", "attention/v", "gate/w", "gate/b", "lstm/wx", "lstm/wh", "lstm/b"):
+    for k in ("attention/v", "gate/w", "gate/b"):
         g[k] = xp.zeros_like(p[k])
+    # The LSTM's and the attention query's weight gradients of all steps come after the loop, one GEMM
+    # each, from these time-major buffers.
+    da = xp.empty((T, N, p["lstm/wx"].shape[1]), dtype=features.dtype)
+    dqp = xp.empty((T, N, p["attention/w2"].shape[1]), dtype=features.dtype)
     dh = xp.zeros((N, H), dtype=features.dtype)
     dc = None
+    E = emb.shape[2]
     for t in reversed(range(T)):
-        ca, cl, cs, cx, beta, context, E = caches[t]
-        dx, dh, dc, dwx, dwh, db = ops.lstm_step_backward((dhs[:, t] + dh, dc), cx)
-        g["lstm/wx"] += dwx
-        g["lstm/wh"] += dwh
-        g["lstm/b"] += db
+        ca, cl, cs, cx, beta, context, _, _ = caches[t]
+        dx, dh, dc, *_ = ops.lstm_step_backward((dhs[:, t] + dh, dc), cx, dgates=da[t])
         demb[:, t] += dx[:, :E]
         dz = dx[:, E:] + dzs[:, t]
         (dgpre,) = ops.sigmoid_backward((dz * context).sum(axis=1, keepdims=True), cs)
@@ -134,12 +136,15 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
         g["gate/w"] += dgw
         g["gate/b"] += dgb
         dalpha = None if dalphas is None else dalphas[:, t]
-        _, _, dq, dw2, db2, dv = ops.attend_backward((dz * beta, dalpha), ca, features_grad=False,
-                                                     dprojected=dprojected)
+        _, _, dq, _, _, dv = ops.attend_backward((dz * beta, dalpha), ca, features_grad=False,
+                                                 dprojected=dprojected, dprojected_query=dqp[t])
         dh = dh + dq + dhg
-        g["attention/w2"] += dw2
-        g["attention/b2"] += db2
         g["attention/v"] += dv
+    xs = xp.stack([c[6] for c in caches])  # (T, N, E + D): each step's LSTM input
+    queries = xp.stack([c[7] for c in caches])  # (T, N, H): h_{t-1}, the LSTM's state and the attention's query
+    g["lstm/wx"], g["lstm/b"] = ops.linear_weight_grads(xs, da)
+    g["lstm/wh"], _ = ops.linear_weight_grads(queries, da)  # a = x @ wx + b + h @ wh: b counted once
+    g["attention/w2"], g["attention/b2"] = ops.linear_weight_grads(queries, dqp)
     (g["embedding/w"],) = ops.embedding_backward(demb, emb_cache)
     init_cache, proj_cache = enc_cache
     _, g["attention/w1"], g["attention/b1"] = ops.linear_backward(dprojected, proj_cache, input_grad=False)

@@ -23,7 +23,7 @@ from .conv import Workspace, conv2d_backward, conv2d_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
 from .gru import gru_backward, gru_forward, gru_step_backward, gru_step_forward
-from .linear import linear_backward, linear_forward
+from .linear import linear_backward, linear_forward, linear_weight_grads
 from .loss import temporal_cross_entropy_backward, temporal_cross_entropy_forward
 from .lstm import lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
 from .pooling import max_pool2d_backward, max_pool2d_forward
@@ -37,5 +37,6 @@ LAYERS = (
 )
 
 __all__ = [f"{name}_{half}" for name in LAYERS for half in ("forward", "backward")]
-# attend_features_grad: for decoders that hoist it out of time; winograd_kernel: conv2d's winograd= argument
-__all__ += ["LAYERS", "Workspace", "attend_features_grad", "winograd_kernel"]
+# attend_features_grad, linear_weight_grads: for decoders that hoist work out of their time loop;
+# winograd_kernel: conv2d's winograd= argument
+__all__ += ["LAYERS", "Workspace", "attend_features_grad", "linear_weight_grads", "winograd_kernel"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 from .. import row_blocks
 from ..backend import get_array_module
 from . import _checks, fused
-from .linear import linear_backward, linear_forward
+from .linear import linear_backward, linear_forward, linear_weight_grads
 
 
 def attend_forward(features, projected, query, w2, b2, v, *, mask=None):
@@ -70,16 +70,19 @@ def attend_forward(features, projected, query, w2, b2, v, *, mask=None):
     return (context, alpha), (features, query, w2, v, t, alpha)
 
 
-def attend_backward(douts, cache, *, features_grad=True, dprojected=None):
+def attend_backward(douts, cache, *, features_grad=True, dprojected=None, dprojected_query=None):
     """douts = (dcontext (N, D), dalpha (N, L)), either may be None.
 
     Returns (dfeatures, dprojected, dquery, dw2, db2, dv).
 
-    Two keywords let a decoder's time loop skip work of size N*L*D and N*L*A:
+    Three keywords let a decoder's time loop skip work it can do once for all steps:
     - ``features_grad=False`` returns None for dfeatures; the decoder sums it
       over all steps at once with ``attend_features_grad``.
     - ``dprojected``, an (N, L, A) buffer: this step's gradient is added into
       it and the buffer is returned, so the loop allocates no sum of its own.
+    - ``dprojected_query``, an (N, A) buffer: the gradient of the projected query
+      (query @ w2 + b2) is written into it and dw2 and db2 come back as None; the
+      decoder sums them over all steps with ``linear_weight_grads``.
     """
     dcontext, dalpha = douts
     features, query, w2, v, t, alpha = cache
@@ -93,16 +96,16 @@ def attend_backward(douts, cache, *, features_grad=True, dprojected=None):
         da += dalpha
     de = alpha * (da - (alpha * da).sum(axis=1, keepdims=True))
     dv = (de.reshape(1, N * L) @ t.reshape(N * L, A))[0]  # a row-vector GEMM; t.T @ de is far slower
+    dq = xp.empty((N, A), dtype=t.dtype) if dprojected_query is None else dprojected_query
     tanh_grad = fused.kernel(xp, "scratchcap_tanh_grad_scaled")
     if tanh_grad is not None:
         dpre = tanh_grad(t, de[:, :, None], v)
-        dq = dpre.sum(axis=1)
+        xp.sum(dpre, axis=1, out=dq)
         if dprojected is None:
             dprojected = dpre
         else:
             dprojected += dpre
     else:
-        dq = xp.empty((N, A), dtype=t.dtype)
         accumulate = dprojected is not None
         if not accumulate:
             dprojected = xp.empty_like(t)
@@ -118,7 +121,8 @@ def attend_backward(douts, cache, *, features_grad=True, dprojected=None):
                 dprojected[s] += dpre
         row_blocks.run(tanh_grad_rows, N, xp, L * A)
     dfeatures = alpha[:, :, None] * dcontext[:, None, :] if features_grad else None
-    return dfeatures, dprojected, dq @ w2.T, query.T @ dq, dq.sum(axis=0), dv
+    dw2, db2 = (None, None) if dprojected_query is not None else linear_weight_grads(query, dq)
+    return dfeatures, dprojected, dq @ w2.T, dw2, db2, dv
 
 
 def attend_features_grad(alphas, dcontexts):

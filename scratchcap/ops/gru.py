@@ -14,7 +14,8 @@ Notation:
     h' = (1 - z) * n + z * h
 
 The step and the sequence share one cell (``_cell_forward``); the sequence
-computes x @ wx for all T steps in one GEMM before the time loop. On CuPy the
+computes x @ wx for all T steps in one GEMM before the time loop, and the
+weight gradients of all T steps in one GEMM each after it. On CuPy the
 cell's elementwise work is one fused kernel each way (ops/fused.py).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 from ..backend import get_array_module
 from . import _checks, fused
 from .activations import sigmoid
+from .linear import linear_weight_grads
 
 
 def _cell_forward(gx, h, wh, bh):
@@ -41,15 +43,16 @@ def _cell_forward(gx, h, wh, bh):
     return h_next, (h, wh, r, z, n, ghn)
 
 
-def _cell_backward(dh_next, cache):
-    """Returns (dgx (N, 3H), dh, dwh, dbh) for one cell."""
+def _cell_backward(dh_next, cache, dgx=None, dgh=None):
+    """Returns (dgx, dgh, dh) for one cell: the gradients of gx = x @ wx + bx and gh = h @ wh + bh,
+    both (N, 3H), written into dgx and dgh where those buffers are given, and of h."""
     h, wh, r, z, n, ghn = cache
     xp = get_array_module(h)
     H = h.shape[1]
-    dgx = xp.empty((h.shape[0], 3 * H), dtype=h.dtype)
+    dgx = xp.empty((h.shape[0], 3 * H), dtype=h.dtype) if dgx is None else dgx
+    dgh = xp.empty_like(dgx) if dgh is None else dgh
     cell = fused.kernel(xp, "scratchcap_gru_cell_backward")
     if cell is not None:
-        dgh = xp.empty_like(dgx)
         cell(dh_next, h, r, z, n, ghn, dgx[:, :H], dgx[:, H:2 * H], dgx[:, 2 * H:], dgh[:, 2 * H:])
         dgh[:, :2 * H] = dgx[:, :2 * H]
     else:
@@ -57,10 +60,9 @@ def _cell_backward(dh_next, cache):
         dgx[:, :H] = dan * ghn * r * (1 - r)
         dgx[:, H:2 * H] = dh_next * (h - n) * z * (1 - z)
         dgx[:, 2 * H:] = dan
-        dgh = dgx.copy()
+        dgh[...] = dgx
         dgh[:, 2 * H:] *= r
-    dh = dh_next * z + dgh @ wh.T
-    return dgx, dh, h.T @ dgh, dgh.sum(axis=0)
+    return dgx, dgh, dh_next * z + dgh @ wh.T
 
 
 def _check(layer, x, h, wx, wh, bx, bh, seq):
@@ -84,11 +86,22 @@ def gru_step_forward(x, h, wx, wh, bx, bh):
     return h_next, (x, wx, core)
 
 
-def gru_step_backward(dh_next, cache):
-    """dh' (N, H) -> (dx, dh, dwx, dwh, dbx, dbh)."""
+def gru_step_backward(dh_next, cache, *, dgates=None):
+    """dh' (N, H) -> (dx, dh, dwx, dwh, dbx, dbh).
+
+    ``dgates``, a pair of (N, 3H) buffers, lets a decoder's time loop skip the
+    weight gradients: the gradients of gx and gh are written into them and dwx,
+    dwh, dbx and dbh come back as None. The decoder sums them over all steps
+    with ``linear_weight_grads`` (x with dgx gives dwx and dbx, h with dgh dwh and dbh).
+    """
     x, wx, core = cache
-    dgx, dh, dwh, dbh = _cell_backward(dh_next, core)
-    return dgx @ wx.T, dh, x.T @ dgx, dwh, dgx.sum(axis=0), dbh
+    dgx, dgh, dh = _cell_backward(dh_next, core, *(dgates or (None, None)))
+    dx = dgx @ wx.T
+    if dgates is not None:
+        return dx, dh, None, None, None, None
+    dwx, dbx = linear_weight_grads(x, dgx)
+    dwh, dbh = linear_weight_grads(core[0], dgh)
+    return dx, dh, dwx, dwh, dbx, dbh
 
 
 def gru_forward(x, h0, wx, wh, bx, bh):
@@ -114,14 +127,11 @@ def gru_backward(dhs, cache):
     N, T, D = x.shape
     H = dhs.shape[2]
     dgx = xp.empty((N, T, 3 * H), dtype=dhs.dtype)
-    dwh = xp.zeros((H, 3 * H), dtype=dhs.dtype)
-    dbh = xp.zeros((3 * H,), dtype=dhs.dtype)
+    dgh = xp.empty_like(dgx)
     dh = xp.zeros((N, H), dtype=dhs.dtype)
     for t in reversed(range(T)):
-        dg, dh, dwh_t, dbh_t = _cell_backward(dhs[:, t] + dh, cores[t])
-        dgx[:, t] = dg
-        dwh += dwh_t
-        dbh += dbh_t
-    dg2 = dgx.reshape(N * T, 3 * H)
-    dx = (dg2 @ wx.T).reshape(N, T, D)
-    return dx, dh, x.reshape(N * T, D).T @ dg2, dwh, dg2.sum(axis=0), dbh
+        _, _, dh = _cell_backward(dhs[:, t] + dh, cores[t], dgx[:, t], dgh[:, t])
+    dx = (dgx.reshape(N * T, 3 * H) @ wx.T).reshape(N, T, D)
+    dwx, dbx = linear_weight_grads(x, dgx)
+    dwh, dbh = linear_weight_grads(xp.stack([core[0] for core in cores], axis=1), dgh)  # h_{t-1}, (N, T, H)
+    return dx, dh, dwx, dwh, dbx, dbh

@@ -33,9 +33,18 @@ def linear_backward(dout, cache, *, input_grad=True):
     by data (the image features) rather than by another layer.
     """
     x, w = cache
-    D, M = w.shape
-    d2 = dout.reshape(-1, M)
-    dx = (d2 @ w.T).reshape(x.shape) if input_grad else None
-    dw = x.reshape(-1, D).T @ d2
-    db = d2.sum(axis=0)
+    dx = (dout.reshape(-1, w.shape[1]) @ w.T).reshape(x.shape) if input_grad else None
+    dw, db = linear_weight_grads(x, dout)
     return dx, dw, db
+
+
+def linear_weight_grads(x, dout):
+    """x (..., D), dout (..., M) -> (dw (D, M), db (M,)): the weights' half of linear_backward.
+
+    The rows may be gathered from anywhere: a decoder that applies the same
+    weights at every step stacks the steps' inputs and output gradients, (T, N, D)
+    and (T, N, M), and gets the sum over steps from one GEMM instead of T small
+    ones and T additions.
+    """
+    d2 = dout.reshape(-1, dout.shape[-1])
+    return x.reshape(-1, x.shape[-1]).T @ d2, d2.sum(axis=0)

@@ -13,7 +13,8 @@ Notation:
     h' = o * tanh(c')
 
 The step and the sequence share one cell (``_cell_forward``); the sequence
-computes x @ wx for all T steps in one GEMM before the time loop. On CuPy the
+computes x @ wx for all T steps in one GEMM before the time loop, and the
+weight gradients of all T steps in one GEMM each after it. On CuPy the
 cell's elementwise work is one fused kernel each way (ops/fused.py).
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 from ..backend import get_array_module
 from . import _checks, fused
 from .activations import sigmoid
+from .linear import linear_weight_grads
 
 
 def _cell_forward(ax, h, c, wh):
@@ -41,18 +43,19 @@ def _cell_forward(ax, h, c, wh):
     return h_next, c_next, (h, c, wh, i, f, g, o, tc)
 
 
-def _cell_backward(dh_next, dc_next, cache):
-    """Returns (dax (N, 4H), dh, dc, dwh) for one cell."""
+def _cell_backward(dh_next, dc_next, cache, da=None):
+    """Returns (da, dh, dc) for one cell: the gradient of a = x @ wx + b + h @ wh (N, 4H), written into
+    da where that buffer is given, and of h and c."""
     h, c, wh, i, f, g, o, tc = cache
     xp = get_array_module(h)
     H = h.shape[1]
-    da = xp.empty((h.shape[0], 4 * H), dtype=h.dtype)
+    da = xp.empty((h.shape[0], 4 * H), dtype=h.dtype) if da is None else da
     cell = fused.kernel(xp, "scratchcap_lstm_cell_backward")
     if cell is not None:
         dc = xp.empty_like(c)
         cell(dh_next, xp.zeros((), dtype=c.dtype) if dc_next is None else dc_next, c, i, f, g, o, tc,
              da[:, :H], da[:, H:2 * H], da[:, 2 * H:3 * H], da[:, 3 * H:], dc)
-        return da, da @ wh.T, dc, h.T @ da
+        return da, da @ wh.T, dc
     dc_total = dh_next * o * (1 - tc * tc)
     if dc_next is not None:
         dc_total += dc_next
@@ -60,7 +63,7 @@ def _cell_backward(dh_next, dc_next, cache):
     da[:, H:2 * H] = dc_total * c * f * (1 - f)
     da[:, 2 * H:3 * H] = dc_total * i * (1 - g * g)
     da[:, 3 * H:] = dh_next * tc * o * (1 - o)
-    return da, da @ wh.T, dc_total * f, h.T @ da
+    return da, da @ wh.T, dc_total * f
 
 
 def _check(layer, x, h, c, wx, wh, b, seq):
@@ -84,14 +87,24 @@ def lstm_step_forward(x, h, c, wx, wh, b):
     return (h_next, c_next), (x, wx, core)
 
 
-def lstm_step_backward(douts, cache):
-    """douts = (dh', dc'), either may be None. Returns (dx, dh, dc, dwx, dwh, db)."""
+def lstm_step_backward(douts, cache, *, dgates=None):
+    """douts = (dh', dc'), either may be None. Returns (dx, dh, dc, dwx, dwh, db).
+
+    ``dgates``, an (N, 4H) buffer, lets a decoder's time loop skip the weight
+    gradients: the gradient of a is written into it and dwx, dwh and db come back
+    as None. The decoder sums them over all steps with ``linear_weight_grads``
+    (x with da gives dwx and db, h with da gives dwh).
+    """
     dh_next, dc_next = douts
     x, wx, core = cache
     if dh_next is None:
         dh_next = get_array_module(x).zeros_like(core[0])
-    da, dh, dc, dwh = _cell_backward(dh_next, dc_next, core)
-    return da @ wx.T, dh, dc, x.T @ da, dwh, da.sum(axis=0)
+    da, dh, dc = _cell_backward(dh_next, dc_next, core, dgates)
+    dx = da @ wx.T
+    if dgates is not None:
+        return dx, dh, dc, None, None, None
+    dwx, db = linear_weight_grads(x, da)
+    return dx, dh, dc, dwx, core[0].T @ da, db
 
 
 def lstm_forward(x, h0, c0, wx, wh, b):
@@ -117,13 +130,12 @@ def lstm_backward(dhs, cache):
     N, T, D = x.shape
     H = dhs.shape[2]
     dax = xp.empty((N, T, 4 * H), dtype=dhs.dtype)
-    dwh = xp.zeros((H, 4 * H), dtype=dhs.dtype)
     dh = xp.zeros((N, H), dtype=dhs.dtype)
     dc = None
     for t in reversed(range(T)):
-        da, dh, dc, dwh_t = _cell_backward(dhs[:, t] + dh, dc, cores[t])
-        dax[:, t] = da
-        dwh += dwh_t
+        _, dh, dc = _cell_backward(dhs[:, t] + dh, dc, cores[t], dax[:, t])
     dax2 = dax.reshape(N * T, 4 * H)
     dx = (dax2 @ wx.T).reshape(N, T, D)
-    return dx, dh, dc, x.reshape(N * T, D).T @ dax2, dwh, dax2.sum(axis=0)
+    hprev = xp.stack([core[0] for core in cores], axis=1).reshape(N * T, H)  # h_{t-1}
+    dwx, db = linear_weight_grads(x, dax2)
+    return dx, dh, dc, dwx, hprev.T @ dax2, db

@@ -14,13 +14,18 @@ def _attend_case(xp, rng, N=3, L=5, D=4, H=6, A=7, dtype="float64"):
     return features, projected, r(N, H), r(H, A), r(A), r(A)
 
 
-def test_attend_backward_into_buffer_equals_plain(xp):
-    rng = np.random.default_rng(0)
-    features, projected, q, w2, b2, v = _attend_case(xp, rng)
-    (ctx, alpha), cache = ops.attend_forward(features, projected, q, w2, b2, v)
+def _attend_plain(xp, seed):
+    """One attention step: (its forward arguments, cache, upstream gradients, the plain backward's outputs)."""
+    rng = np.random.default_rng(seed)
+    args = _attend_case(xp, rng)
+    (ctx, alpha), cache = ops.attend_forward(*args)
     douts = (xp.asarray(rng.standard_normal(ctx.shape)), xp.asarray(rng.standard_normal(alpha.shape)))
-    plain = ops.attend_backward(douts, cache)
-    start = xp.asarray(rng.standard_normal(projected.shape))
+    return args, cache, douts, ops.attend_backward(douts, cache)
+
+
+def test_attend_backward_into_buffer_equals_plain(xp):
+    (_, projected, *_), cache, douts, plain = _attend_plain(xp, 0)
+    start = xp.asarray(np.random.default_rng(10).standard_normal(projected.shape))
     buffer = start.copy()
     hoisted = ops.attend_backward(douts, cache, features_grad=False, dprojected=buffer)
     assert hoisted[0] is None
@@ -113,11 +118,7 @@ def test_lstm_step_backward_into_a_gate_buffer_equals_plain(xp):
 
 
 def test_attend_backward_into_a_query_buffer_equals_plain(xp):
-    rng = np.random.default_rng(6)
-    features, projected, q, w2, b2, v = _attend_case(xp, rng)
-    (ctx, alpha), cache = ops.attend_forward(features, projected, q, w2, b2, v)
-    douts = (xp.asarray(rng.standard_normal(ctx.shape)), xp.asarray(rng.standard_normal(alpha.shape)))
-    plain = ops.attend_backward(douts, cache)
+    (_, _, q, w2, _, _), cache, douts, plain = _attend_plain(xp, 6)
     dqp = xp.full((q.shape[0], w2.shape[1]), np.nan)
     hoisted = ops.attend_backward(douts, cache, dprojected_query=dqp)
     assert hoisted[3] is None and hoisted[4] is None

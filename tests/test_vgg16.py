@@ -91,7 +91,7 @@ def test_winograd_layers_equal_im2col(tiny, monkeypatch):
     np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("batch", [1, 3, 4])
+@pytest.mark.parametrize("batch", [1, vgg_module.GPU_WINOGRAD_MIN_BATCH - 1, vgg_module.GPU_WINOGRAD_MIN_BATCH])
 def test_on_the_gpu_a_small_batch_runs_by_im2col(tiny, monkeypatch, hostcupy, batch):
     from scratchcap.backend import to_device
 

@@ -26,6 +26,7 @@ def main(argv=None):
     p.add_argument("--attention-map", metavar="PNG", help="write the attention of every word here "
                    "(with several images, one file each: NAME-1.png, NAME-2.png, ...)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--allow-unk", action="store_true", help="let decoding emit <unk> (for analysis)")
     add_device_argument(p)
     args = p.parse_args(argv)
     images, names, failed = [], [], {}
@@ -44,7 +45,7 @@ def main(argv=None):
         from .plots import save_png
         cap = Captioner.load(args.checkpoint, device=resolve_device(args.device), weights=args.weights,
                              log=lambda m: print(m, file=sys.stderr))
-        results = cap.caption(images, beam=args.beam)
+        results = cap.caption(images, beam=args.beam, allow_unk=args.allow_unk)
     except (CheckpointError, WeightFileError, DeviceUnavailableError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,18 +15,17 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .data import Vocabulary
 from .decode import decode
 from .models import get_model
-
-RELEASED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
-
+from .paths import released_dir
 
 def released_checkpoint():
-    """The released Flickr8k model shipped in weights/, or a clear error when there is none."""
-    names = sorted(n for n in os.listdir(RELEASED_DIR) if n.startswith("flickr8k-") and n.endswith(".h5")) \
-        if os.path.isdir(RELEASED_DIR) else []
+    """The released Flickr8k model that ships with the package, or a clear error when there is none."""
+    folder = released_dir()
+    names = sorted(n for n in os.listdir(folder) if n.startswith("flickr8k-") and n.endswith(".h5")) \
+        if os.path.isdir(folder) else []
     if not names:
-        raise CheckpointError("no released model in weights/ (weights/flickr8k-<model>.h5); pass --checkpoint "
+        raise CheckpointError(f"no released model in {folder} (flickr8k-<model>.h5); pass --checkpoint "
                               "runs/NAME/checkpoint-best.h5 from a training run")
-    return os.path.join(RELEASED_DIR, names[0])
+    return os.path.join(folder, names[0])
 
 
 class Captioner:
@@ -39,8 +38,7 @@ class Captioner:
         self.vocab = Vocabulary.from_json(ckpt["vocabulary"])
         self.params = to_device({k: v.astype(np.float32) for k, v in ckpt["params"].items()}, device)
         self.device = device
-        path = weights or self.cfg.get("weights") or os.path.join("weights", "vgg16_imagenet.h5")
-        self.vgg = VGG16.load(ensure_weights(path, log=log), device=device, widths=None)
+        self.vgg = VGG16.load(ensure_weights(weights or self.cfg.get("weights"), log=log), device=device, widths=None)
         self.grid = tuple(self.cfg.get("grid") or (0, 0))
 
     @classmethod
@@ -54,12 +52,12 @@ class Captioner:
         self.grid = (rows, cols)
         return act.reshape(n, rows * cols, d)
 
-    def caption(self, images, beam=3, max_length=None, batch_size=8):
+    def caption(self, images, beam=3, max_length=None, batch_size=8, allow_unk=False):
         out = []
         for s in range(0, len(images), batch_size):
             feats = self.features(images[s:s + batch_size])
             out += decode(self.model, self.params, feats, self.cfg, self.vocab, beam=beam,
-                          max_length=max_length or self.cfg["max_length"])
+                          max_length=max_length or self.cfg["max_length"], allow_unk=allow_unk)
         return out
 
 

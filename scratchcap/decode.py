@@ -3,6 +3,10 @@
 Both return, per image, a dict: words (list of str), logprob (float), and for
 attention models alphas (len(words) + 1, L): the attention of every emitted
 word, and of the <end> that closed the caption.
+
+Neither emits <unk> unless ``allow_unk=True``: its log-probability is set to
+-inf before the choice, so the next best word takes its place. Users never want
+to read the unknown token; the flag is there for analysis.
 """
 from __future__ import annotations
 
@@ -60,7 +64,16 @@ def _result(vocab, ids, logprob, alphas):
     return out
 
 
-def greedy(model, params, features, cfg, vocab, max_length=20):
+def _mask_unk(logp, vocab, allow_unk):
+    """logp (N, V) with <unk> at -inf, unless allowed; a copy, so the model's output is left as it was."""
+    if allow_unk:
+        return logp
+    logp = logp.copy()
+    logp[:, vocab.unk] = float("-inf")  # a Python float: CuPy takes no NumPy scalars
+    return logp
+
+
+def greedy(model, params, features, cfg, vocab, max_length=20, allow_unk=False):
     """The argmax word at every step (no sampling), until <end> or max_length."""
     xp = get_array_module(features)
     enc, state = model.decode_start(params, features, cfg)
@@ -72,6 +85,7 @@ def greedy(model, params, features, cfg, vocab, max_length=20):
     done = np.zeros(N, dtype=bool)
     for t in range(max_length):
         logp, state, alpha = model.decode_step(params, enc, state, words)
+        logp = _mask_unk(logp, vocab, allow_unk)
         words = logp.argmax(axis=1)
         w = to_numpy(words)
         logprob += np.where(done, 0.0, to_numpy(logp[xp.arange(N), words]))
@@ -85,7 +99,7 @@ def greedy(model, params, features, cfg, vocab, max_length=20):
     return [_result(vocab, ids[n], logprob[n], None if stacked is None else stacked[n]) for n in range(N)]
 
 
-def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, length_norm=False):
+def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, length_norm=False, allow_unk=False):
     """Beam search over all images at once; with beam=1 it is exactly greedy()."""
     xp = get_array_module(features)
     N, k = features.shape[0], beam
@@ -101,6 +115,8 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
     for t in range(max_length):
         logp, state, alpha = model.decode_step(params, enc, state, words)
         logp = to_numpy(logp).astype(np.float64).reshape(N, k, -1)
+        if not allow_unk:
+            logp[:, :, vocab.unk] = -np.inf
         V = logp.shape[2]
         # A finished beam may only continue with <pad>, at no cost, so that it keeps its score.
         logp[finished] = -np.inf
@@ -133,13 +149,14 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
     return results
 
 
-def decode(model, params, features, cfg, vocab, beam=1, max_length=20, length_norm=False, batch_size=64):
-    """Captions for many images, in batches; beam=1 is greedy."""
+def decode(model, params, features, cfg, vocab, beam=1, max_length=20, length_norm=False, batch_size=64,
+           allow_unk=False):
+    """Captions for many images, in batches; beam=1 is greedy. <unk> is never emitted unless allow_unk."""
     out = []
     for s in range(0, features.shape[0], batch_size):
         f = features[s:s + batch_size]
         if beam == 1:
-            out += greedy(model, params, f, cfg, vocab, max_length)
+            out += greedy(model, params, f, cfg, vocab, max_length, allow_unk)
         else:
-            out += beam_search(model, params, f, cfg, vocab, beam, max_length, length_norm)
+            out += beam_search(model, params, f, cfg, vocab, beam, max_length, length_norm, allow_unk)
     return out

@@ -59,7 +59,8 @@ def _features_for(ckpt, records, device, log, progress=False):
     return np.concatenate(chunks)
 
 
-def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", limit=None, log=print, progress=False):
+def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", limit=None, log=print, progress=False,
+             allow_unk=False):
     ckpt = load_checkpoint(ckpt_path)
     cfg = ckpt["config"]
     model, vocab = get_model(ckpt["model"]), Vocabulary.from_json(ckpt["vocabulary"])
@@ -76,7 +77,7 @@ def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", li
     bar = progress_bar(len(records), f"decoding, beam {beam}", "img", enabled=progress)
     for s in range(0, len(records), 64):
         results += decode(model, params, to_device(feats[s:s + 64], device), cfg, vocab, beam=beam,
-                          max_length=cfg["max_length"])
+                          max_length=cfg["max_length"], allow_unk=allow_unk)
         bar.update(min(64, len(records) - s))
     bar.close()
     hyps = {r.image_id: " ".join(res["words"]) for r, res in zip(records, results)}
@@ -99,6 +100,7 @@ def main(argv=None):
     p.add_argument("--json", help="write the scores here")
     p.add_argument("--results", help="write the captions here, COCO results format")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--allow-unk", action="store_true", help="let decoding emit <unk> (for analysis)")
     add_device_argument(p)
     args = p.parse_args(argv)
     try:
@@ -112,7 +114,7 @@ def main(argv=None):
         for path in paths:
             table[path], captions[path] = evaluate(path, args.dataset, args.data_dir, args.split, args.beam, device,
                                                    args.limit, log=lambda m: print(m, file=sys.stderr),
-                                                   progress=not args.no_progress)
+                                                   progress=not args.no_progress, allow_unk=args.allow_unk)
     except (CheckpointError, DatasetError, WeightFileError, DeviceUnavailableError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -150,15 +150,15 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
 
 
 def main(argv=None) -> int:
-    from .weights.fetch import DEFAULT_PATH, FetchError, ensure_weights
+    from .weights.fetch import FetchError, ensure_weights
     from .weights.format import WeightFileError
 
     parser = argparse.ArgumentParser(prog="python -m scratchcap.features",
                                      description="Cache VGG-16 features of a folder of images in HDF5.")
     parser.add_argument("images", nargs="+", help="image folders or image files")
     parser.add_argument("--out", required=True, help="the HDF5 cache to create or extend")
-    parser.add_argument("--weights", default=DEFAULT_PATH,
-                        help=f"VGG-16 weight file (default {DEFAULT_PATH}, fetched on first use)")
+    parser.add_argument("--weights", help="VGG-16 weight file (default: the ImageNet weights in the user "
+                        "cache, fetched on first use)")
     parser.add_argument("--layer", default="block5_conv3", help="VGG-16 layer to cache (default block5_conv3)")
     parser.add_argument("--image-size", type=int, default=224, help="side of the square input (default 224)")
     parser.add_argument("--crop", action="store_true", help="keep the aspect ratio and centre-crop")

@@ -1,6 +1,6 @@
 """NumPy against CuPy on identical inputs: the proof that the GPU path computes what the CPU path does.
 
-    python -m scratchcap.parity [--weights weights/vgg16_imagenet.h5] [--images DIR]
+    python -m scratchcap.parity [--weights FILE] [--images DIR]
 
 It compares, in float32 (rtol 1e-4) and float64 (rtol 1e-10):
 - every layer of scratchcap.ops, forward and backward, on the gradient-check cases
@@ -175,7 +175,9 @@ def vgg_parity(other, weights=None, images=None, count=4):
             ImageDraw.Draw(im).ellipse((20, 10 + 5 * k, 100, 90), fill=(250, 200 - 40 * k, 20))
             pics.append(im)
         what = f"{count} generated images"
-    if weights and os.path.exists(weights):
+    from .paths import resolve_weights
+    weights = resolve_weights(weights)
+    if os.path.exists(weights):
         ref, oth = VGG16.load(weights), VGG16.load(weights, device=device)
         what += ", ImageNet weights"
     else:
@@ -210,8 +212,8 @@ def run_all(other, weights=None, images=None, log=print):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m scratchcap.parity", description="NumPy against CuPy, layer by layer.")
-    p.add_argument("--weights", default=os.path.join("weights", "vgg16_imagenet.h5"),
-                   help="VGG-16 weights (random ones where the file is missing)")
+    p.add_argument("--weights", default=None,
+                   help="VGG-16 weights (default: the user cache's ImageNet weights; random ones where missing)")
     p.add_argument("--images", default=FLICKR8K_IMAGES, help="a folder of photos for the VGG-16 check")
     args = p.parse_args(argv)
     from .backend import gpu_status

@@ -16,6 +16,7 @@ import sys
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import Vocabulary
+from .paths import IMAGENET
 
 
 SIZE_KEYS = ("D", "E", "H", "A", "V", "L", "feature_scale", "layer", "image_size")
@@ -43,7 +44,7 @@ def release(srcs, out, dtype="float16"):
     ckpt = average_checkpoints(srcs) if len(srcs) > 1 else load_checkpoint(srcs[0])
     cfg = dict(ckpt["config"])
     cfg.pop("progress", None)
-    cfg["weights"] = os.path.join("weights", "vgg16_imagenet.h5")  # the fetched ImageNet weights
+    cfg["weights"] = IMAGENET  # the fetched ImageNet weights, wherever the user cache keeps them
     preprocessing = {"preprocessing": "caffe", "channel_order": "BGR", "mean": [103.939, 116.779, 123.68],
                      "image_size": cfg.get("image_size"), "layer": cfg.get("layer")}
     save_checkpoint(out, model=ckpt["model"], params=ckpt["params"], config=cfg,

@@ -14,6 +14,7 @@ writes), metrics.jsonl (one line per epoch), summary.json and loss.png.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from .data.batches import Features, encode_records, iterate_batches, make_batch
 from .decode import decode
 from .models import get_model
 from .optim import Adam, clip_grad_norm
+from .paths import IMAGENET, data_root, features_dir
 from .progress import progress_bar
 
 DEFAULTS = dict(dataset="shapes", data_dir=None, model="gru-attention", embed=256, hidden=256, attention=128,
@@ -87,9 +89,9 @@ def build_parser():
     p.add_argument("--shapes-images", type=lambda s: tuple(int(x) for x in s.split(",")),
                    default=d["shapes_images"], metavar="TRAIN,DEV,TEST", help="size of the generated shapes splits")
     p.add_argument("--val-images", type=int, default=d["val_images"], help="decode only the first N dev images")
-    p.add_argument("--features", help="feature cache (default cache/<data set>-<layer>-<size>px.h5)")
-    p.add_argument("--weights", default=os.path.join("weights", "vgg16_imagenet.h5"),
-                   help="VGG-16 weights (fetched on first use)")
+    p.add_argument("--features", help="feature cache (default: <user cache>/features/<data set>-<layer>-<size>px.h5)")
+    p.add_argument("--weights", default=IMAGENET,
+                   help="VGG-16 weights (default: the ImageNet weights in the user cache, fetched on first use)")
     p.add_argument("--out", help="run folder (default runs/<data set>-<model>)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder where it stopped")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -115,7 +117,7 @@ def prepare_data(cfg, log=_log):
     """Records of the train and dev splits; shapes is generated on first use."""
     if cfg["dataset"] == "shapes":
         from .data.shapes import ensure_shapes
-        root = cfg["data_dir"] or "data"
+        root = cfg["data_dir"] or data_root()
         if not os.path.exists(os.path.join(root, "annotations.json")):  # a root to generate into
             n_train, n_dev, n_test = cfg["shapes_images"]
             cfg["data_dir"] = ensure_shapes(root, log=log, progress=cfg["progress"], n_train=n_train, n_dev=n_dev,
@@ -133,9 +135,12 @@ def prepare_data(cfg, log=_log):
 def feature_cache_path(cfg):
     if cfg.get("features"):
         return cfg["features"]
-    name = os.path.basename(os.path.normpath(cfg["data_dir"])) if cfg["dataset"] == "shapes" else \
-        cfg["dataset"].replace(":", "-").replace("/", "_")
-    return os.path.join("cache", f"{name}-{cfg['layer']}-{cfg['image_size']}px.h5")
+    if cfg["dataset"] == "shapes":  # the folder's name holds the generator's parameters
+        name = os.path.basename(os.path.normpath(cfg["data_dir"]))
+    else:  # the same data set name from two folders must not share a cache
+        where = hashlib.sha256(os.path.abspath(str(cfg["data_dir"] or "")).encode()).hexdigest()[:8]
+        name = cfg["dataset"].replace(":", "-").replace("/", "_") + "-" + where
+    return os.path.join(features_dir(), f"{name}-{cfg['layer']}-{cfg['image_size']}px.h5")
 
 
 def ensure_features(cfg, records, device, log=_log):

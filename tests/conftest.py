@@ -8,6 +8,7 @@ import sys
 import numpy
 import pytest
 
+import real_assets  # noqa: F401  (first: it reads the user's own cache before the tests replace it)
 from scratchcap.backend import gpu_status
 
 HOSTCUPY = os.path.join(os.path.dirname(__file__), "hostcupy")
@@ -59,3 +60,11 @@ def xp(request):
         import cupy
         return cupy
     return numpy
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path_factory, monkeypatch):
+    """SCRATCHCAP_HOME in a temporary folder for every test: no test reads or writes the user's cache."""
+    home = tmp_path_factory.getbasetemp() / "scratchcap-home"
+    monkeypatch.setenv("SCRATCHCAP_HOME", str(home))
+    return home

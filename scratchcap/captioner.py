@@ -2,7 +2,7 @@
 
     cap = Captioner.load("runs/flickr8k-gru-attention/checkpoint-best.h5")
     results = cap.caption([pil_image, ...], beam=3)     # [{"words", "logprob", "alphas"?}]
-    save_png("map.png", attention_figure(pil_image, results[0], cap.grid))   # scratchcap.plots
+    save_png("map.png", attention_figure(pil_image, results[0], cap.grid))   # from scratchcap.plots
 """
 from __future__ import annotations
 
@@ -59,31 +59,3 @@ class Captioner:
             out += decode(self.model, self.params, feats, self.cfg, self.vocab, beam=beam,
                           max_length=max_length or self.cfg["max_length"], allow_unk=allow_unk)
         return out
-
-
-def attention_figure(image, result, grid, panel=160, columns=5):
-    """The image, then one panel per word: the attention map upsampled and blended over the image."""
-    from PIL import Image, ImageDraw
-
-    rgb = image.convert("RGB").resize((panel, panel), Image.BILINEAR)
-    words = result["words"] + ["<end>"]
-    alphas = result.get("alphas")
-    if alphas is None:
-        raise ValueError("this model has no attention to draw")
-    n = 1 + len(words)
-    rows = (n + columns - 1) // columns
-    fig = Image.new("RGB", (columns * panel, rows * (panel + 18)), "white")
-    draw = ImageDraw.Draw(fig)
-    fig.paste(rgb, (0, 0))
-    draw.text((4, panel + 3), " ".join(result["words"])[:40], fill="black")
-    base = np.asarray(rgb, dtype=np.float32)
-    for k, (word, alpha) in enumerate(zip(words, alphas), start=1):
-        att = np.asarray(alpha, dtype=np.float32).reshape(grid)
-        att = att / (att.max() + 1e-8)
-        up = np.asarray(Image.fromarray((att * 255).astype(np.uint8)).resize((panel, panel), Image.BICUBIC),
-                        dtype=np.float32) / 255.0
-        blended = base * (0.25 + 0.75 * up[:, :, None])
-        x, y = (k % columns) * panel, (k // columns) * (panel + 18)
-        fig.paste(Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8)), (x, y))
-        draw.text((x + 4, y + panel + 3), word, fill="black")
-    return fig

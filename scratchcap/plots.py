@@ -65,3 +65,106 @@ def line_plot(series: dict, title: str, xlabel: str, ylabel: str, size=(720, 380
             d.ellipse((p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3), fill=colour)
         d.text((W - right - 230, top + 8 + 14 * i), label, fill=colour)
     return im
+
+
+# ---- attention maps ------------------------------------------------------------------------------------
+
+def _gaussian_blur(a, sigma):
+    """a (H, W) smoothed by a separable Gaussian (reflected edges); sigma in pixels."""
+    radius = max(1, int(3 * sigma))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    k /= k.sum()
+    pad = np.pad(a, radius, mode="reflect")
+    rows = np.apply_along_axis(lambda r: np.convolve(r, k, mode="valid"), 1, pad)
+    return np.apply_along_axis(lambda c: np.convolve(c, k, mode="valid"), 0, rows)
+
+
+def attention_heat(alpha, grid, size, sigma=None):
+    """alpha (L,) over a grid (rows, cols) as a smooth (size, size) map in [0, 1], peak at 1.
+
+    Upsampled bilinearly, then smoothed by a Gaussian of one cell's width over two (as
+    Show, Attend and Tell's figures and the PyTorch tutorial's pyramid_expand with sigma 8 do
+    at 16 pixels a cell), then stretched from its minimum to its maximum, so the attended
+    region stands out whatever the spread; the panel prints the raw peak beside it.
+    """
+    from PIL import Image
+
+    att = np.asarray(alpha, dtype=np.float32).reshape(grid)
+    up = np.asarray(Image.fromarray(att, mode="F").resize((size, size), Image.BILINEAR), dtype=np.float64)
+    up = _gaussian_blur(up, sigma or size / max(grid) / 2)
+    lo, hi = up.min(), up.max()
+    return (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+
+
+def _font(size):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _wrap(draw, text, font, width):
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and draw.textlength(trial, font=font) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return lines + ([line] if line else [])
+
+
+def attention_figure(image, result, grid, panel=224, columns=5, title=None):
+    """The caption, wrapped, above one panel per word (and <end>), after the photo itself.
+
+    Each panel shows the photo dimmed and grey where the word did not look and in full colour
+    where it did (attention_heat), the word, and the largest alpha of its raw map against
+    the uniform 1/L, so that a flat map cannot pass for a sharp one.
+    """
+    from PIL import Image, ImageDraw
+
+    alphas = result.get("alphas")
+    if alphas is None:
+        raise ValueError("this model has no attention to draw")
+    words = list(result["words"]) + ["<end>"]
+    alphas = np.asarray(alphas, dtype=np.float64)[: len(words)]
+    rgb = image.convert("RGB").resize((panel, panel), Image.BICUBIC)
+    photo = np.asarray(rgb, dtype=np.float64)
+    dim = np.repeat(photo.mean(axis=2, keepdims=True), 3, axis=2) * 0.3
+
+    font, small = _font(max(12, panel // 12)), _font(max(10, panel // 16))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text = (f"{title}: " if title else "") + " ".join(result["words"])
+    lines = _wrap(measure, text, font, columns * panel - 16)
+    line_h = font.getbbox("Hg")[3] + 6
+    top = 10 + line_h * len(lines) + 6
+    n = 1 + len(alphas)
+    rows = -(-n // columns)
+    fig = Image.new("RGB", (columns * panel, top + rows * panel), "white")
+    draw = ImageDraw.Draw(fig)
+    for i, line in enumerate(lines):
+        draw.text((8, 8 + i * line_h), line, fill="black", font=font)
+
+    def label(x, y, first, second=None):
+        h = line_h + (small.getbbox("Hg")[3] + 4 if second else 0)
+        band = Image.new("RGB", (panel, h), (0, 0, 0))
+        fig.paste(Image.blend(fig.crop((x, y + panel - h, x + panel, y + panel)), band, 0.65),
+                  (x, y + panel - h))
+        draw.text((x + 6, y + panel - h + 3), first, fill="white", font=font)
+        if second:
+            draw.text((x + 6, y + panel - h + line_h), second, fill=(255, 220, 120), font=small)
+
+    fig.paste(rgb, (0, top))
+    label(0, top, "input")
+    uniform = 1.0 / alphas.shape[1]
+    for k, (word, alpha) in enumerate(zip(words, alphas), start=1):
+        heat = attention_heat(alpha, grid, panel)[:, :, None] ** 1.5  # the peak region brighter than its skirt
+        shown = dim * (1 - heat) + photo * heat
+        x, y = (k % columns) * panel, top + (k // columns) * panel
+        fig.paste(Image.fromarray(np.clip(shown, 0, 255).astype(np.uint8)), (x, y))
+        label(x, y, word, f"peak {alpha.max():.3f} = {alpha.max() / uniform:.1f}x uniform")
+    return fig

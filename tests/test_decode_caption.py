@@ -8,7 +8,7 @@ from PIL import Image
 from scratchcap import caption as caption_cli
 from scratchcap import evaluate as evaluate_cli
 from scratchcap.checkpoint import save_checkpoint
-from scratchcap.captioner import attention_figure
+from scratchcap.plots import attention_figure
 from scratchcap.data import Vocabulary
 from scratchcap.data.shapes import generate_shapes
 from scratchcap.decode import beam_search, greedy, top_k
@@ -129,13 +129,55 @@ def test_decoding_never_emits_unk_unless_allowed(beam, xp):
     assert allowed[0]["logprob"] == pytest.approx(np.log(0.5))
 
 
-def test_attention_figure_has_a_panel_per_word():
-    image = Image.new("RGB", (50, 40), (200, 10, 10))
-    res = {"words": ["a", "red", "thing"], "alphas": np.random.default_rng(0).dirichlet(np.ones(4), size=4)}
-    fig = attention_figure(image, res, (2, 2), panel=60, columns=3)
-    assert fig.size == (180, 2 * 78)
+def test_attention_figure_has_a_panel_per_word_and_shows_where_each_looked():
+    image = Image.new("RGB", (50, 40), (200, 120, 60))
+    alphas = np.array([[0.97, 0.01, 0.01, 0.01],   # "a": the top-left cell
+                       [0.01, 0.97, 0.01, 0.01],   # "red": the top-right cell
+                       [0.25, 0.25, 0.25, 0.25],   # "thing": flat
+                       [0.4, 0.2, 0.2, 0.2]])      # <end>
+    res = {"words": ["a", "red", "thing"], "alphas": alphas}
+    fig = attention_figure(image, res, (2, 2), panel=120, columns=3)
+    assert fig.width == 360 and fig.height > 2 * 120  # the caption above two rows of panels
+    top = fig.height - 2 * 120
+    px = np.asarray(fig, dtype=float).mean(axis=2)
+
+    def panel(k):
+        r, c = divmod(k, 3)
+        return px[top + r * 120: top + (r + 1) * 120, c * 120:(c + 1) * 120]
+
+    first, second, flat = panel(1), panel(2), panel(3)
+    # the top row of cells, above the label band: bright where the word looked, dim elsewhere
+    assert first[:40, :40].mean() > 2 * first[:40, 80:].mean()
+    assert second[:40, 80:].mean() > 2 * second[:40, :40].mean()
+    assert np.ptp(flat[:60]) < 1  # a flat map highlights nothing
     with pytest.raises(ValueError, match="no attention"):
         attention_figure(image, {"words": ["a"]}, (2, 2))
+
+
+def test_attention_heat_is_smooth_peaks_at_the_attended_cell_and_is_zero_when_flat():
+    from scratchcap.plots import attention_heat
+
+    alpha = np.zeros(9)
+    alpha[5] = 1.0  # row 1, column 2 of a 3 x 3 grid
+    heat = attention_heat(alpha, (3, 3), 90)
+    assert heat.shape == (90, 90) and heat.min() == 0.0 and heat.max() == pytest.approx(1.0)
+    r, c = np.unravel_index(heat.argmax(), heat.shape)
+    assert 30 <= r < 60 and 60 <= c < 90
+    assert np.abs(np.diff(heat, axis=1)).max() < 0.2  # no hard cell edges
+    assert not attention_heat(np.full(9, 1 / 9), (3, 3), 90).any()
+
+
+def test_a_long_caption_wraps_above_the_panels():
+    from scratchcap.plots import attention_figure as figure
+
+    image = Image.new("RGB", (30, 30))
+    alphas = np.full((3, 4), 0.25)
+    short = figure(image, {"words": ["a", "b"], "alphas": alphas}, (2, 2), panel=60, columns=3)
+    words = ["word"] * 40
+    long = figure(image, {"words": words, "alphas": np.full((41, 4), 0.25)}, (2, 2), panel=60, columns=3)
+    assert long.width == short.width == 180
+    rows_long, rows_short = -(-(1 + 41) // 3), 1
+    assert long.height - rows_long * 60 > short.height - rows_short * 60  # more lines of caption
 
 
 @pytest.fixture(scope="module")

@@ -61,8 +61,30 @@ def test_scatter_add_accumulates_repeats(xp):
     np.testing.assert_array_equal(backend.to_numpy(dst), [[2, 2], [0, 0], [1, 1]])
 
 
-def test_keep_freed_memory_is_safe_to_call():
-    from scratchcap.memory import keep_freed_memory
+def test_keep_freed_memory_sets_both_glibc_thresholds(monkeypatch):
+    import platform
 
-    assert keep_freed_memory() in (True, False)
-    assert np.ones((1000, 1000)).sum() == 1e6  # allocation still works afterwards
+    from scratchcap import memory
+
+    calls = []
+
+    class FakeLibc:
+        def __init__(self, answer):
+            self.answer = answer
+
+        def mallopt(self, option, value):
+            calls.append((option, value))
+            return self.answer
+
+    monkeypatch.setattr(memory.ctypes, "CDLL", lambda name: FakeLibc(1))
+    assert memory.keep_freed_memory(1 << 20) is True
+    assert calls == [(memory.M_MMAP_THRESHOLD, 1 << 20), (memory.M_TRIM_THRESHOLD, 2 << 20)]
+    monkeypatch.setattr(memory.ctypes, "CDLL", lambda name: FakeLibc(0))  # glibc refused the value
+    assert memory.keep_freed_memory() is False
+    monkeypatch.setattr(memory.ctypes, "CDLL", lambda name: object())  # a libc without mallopt (musl, macOS)
+    assert memory.keep_freed_memory() is False
+    monkeypatch.setattr(memory.ctypes.util, "find_library", lambda name: None)
+    assert memory.keep_freed_memory() is False
+    monkeypatch.undo()
+    if platform.libc_ver()[0] == "glibc":
+        assert memory.keep_freed_memory() is True  # the real glibc takes the thresholds

@@ -9,6 +9,7 @@ from scratchcap.feature_cache import CacheError, FeatureCache
 from scratchcap.features import extract, main as features_main
 from scratchcap.vgg16 import VGG16
 from scratchcap.weights import save_weights
+from tolerances import assert_close
 from vgg_fixtures import TINY_WIDTHS, random_layers
 
 SIZE = 32
@@ -84,7 +85,9 @@ def test_rerun_skips_done_images_and_matches_one_full_run(tmp_path, model, image
     assert again["computed"] == 0
     with FeatureCache(full) as a, FeatureCache(out) as b:
         assert sorted(a.ids) == sorted(b.ids) and a.failed.keys() == b.failed.keys()
-        np.testing.assert_array_equal(a.read(sorted(a.ids)), b.read(sorted(a.ids)))
+        # Batches of 4 and of 2 sum the same float32 products in another order (BLAS blocks by batch), and the
+        # float16 cache may then round a value to its neighbour: one float16 rounding, not bit-equality.
+        assert_close(b.read(sorted(a.ids)), a.read(sorted(a.ids)), "float16", depth=2)
 
 
 def test_an_interrupted_run_loses_nothing_and_resumes(tmp_path, model, images, monkeypatch):

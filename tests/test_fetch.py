@@ -8,6 +8,7 @@ import hashlib
 import os
 import zipfile
 
+import numpy as np
 import pytest
 
 from scratchcap.weights import load_weights
@@ -40,6 +41,10 @@ def test_fetch_downloads_verifies_and_converts(tmp_path):
     out = tmp_path / "weights" / "vgg16_imagenet.h5"
     fetch(str(out), log=lambda *_: None, source=source, checksums=sums, widths=TINY_WIDTHS)
     got, attrs = load_weights(out, widths=TINY_WIDTHS)
+    assert sorted(got) == sorted(layers)
+    for name, (kernel, bias) in layers.items():  # through ONNX's (O, I, KH, KW) and back to HWIO, exactly
+        np.testing.assert_array_equal(got[name][0], kernel, err_msg=name)
+        np.testing.assert_array_equal(got[name][1], bias, err_msg=name)
     assert attrs["wheel_sha256"] == source.sha256 and "CC BY 4.0" in attrs["license"]
     assert attrs["preprocessing"] == "caffe"
     assert not [p for p in os.listdir(out.parent) if p.startswith(".tmp")]

@@ -52,11 +52,14 @@ def test_float32_stays_float32():
 
 
 def test_bodies_outside_the_language_are_refused(monkeypatch):
-    bad = {"float literal": "y = x * 0.5;", "call": "y = exp(x);", "attribute": "y = x.T;",
-           "not an assignment": "y += x;"}
-    for why, code in bad.items():
+    bad = {"y = x * 0.5;": "outside the kernel language: '0.5'",  # a float literal: double in CUDA
+           "y = exp(x);": "outside the kernel language: 'exp\\(x\\)'",  # a call other than tanh
+           "y = x.T;": "outside the kernel language: 'x.T'",
+           "y = z + x;": "outside the kernel language: 'z'",  # a name that is no input or earlier output
+           "y += x;": "not an assignment: 'y \\+= x'"}
+    for code, message in bad.items():
         monkeypatch.setitem(fused.KERNELS, "bad", fused.Body("T x", "T y", code))
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="^bad: " + message):
             fused.evaluate("bad", np.ones(2))
     with pytest.raises(ValueError, match="takes 2 inputs"):
         fused.evaluate("scratchcap_add_tanh", np.ones(2))

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from scratchcap import ops
+from tolerances import assert_close
 
 scipy_signal = pytest.importorskip("scipy.signal")
 scipy_special = pytest.importorskip("scipy.special")
@@ -213,7 +214,9 @@ def test_winograd_blocks_and_workspace_equal_one_pass(monkeypatch, budgets):
     for _ in range(2):  # the second call reuses the buffers
         got, cache = ops.conv2d_forward(x, w, b, workspace=ws, relu=True, winograd=ops.winograd_kernel(w))
         assert got.dtype == np.float32 and cache is None
-        np.testing.assert_allclose(got, np.maximum(ref, 0), rtol=1e-5, atol=1e-5)
+        # Winograd's transforms add and subtract the input tile before the GEMM: a few roundings more than im2col's
+        # sum of 3*3*4 products, each relative to the terms, not to a near-zero output.
+        assert_close(got, np.maximum(ref, 0), "float32", depth=64)
 
 
 def test_winograd_refuses_what_it_cannot_compute():

@@ -10,6 +10,7 @@ from scratchcap import train as train_module
 from scratchcap.checkpoint import load_checkpoint
 from scratchcap.models import gru_attention
 from scratchcap.weights import save_weights
+from tolerances import relative_norm_error, rtol
 from vgg_fixtures import TINY_WIDTHS, random_layers
 
 
@@ -237,9 +238,12 @@ def test_the_gpu_path_trains_like_the_cpu_and_resumes(workspace, hostcupy):
                                        "--device", device)) == 0
     a, b = (load_checkpoint(runs[d] / "checkpoint-last.h5") for d in ("cpu", "gpu"))
     assert sorted(a["params"]) == sorted(b["params"])
+    # 16 Adam steps in float32, each a forward and backward about 64 roundings deep, with the stand-in's fused
+    # kernels summing in another order: compared per tensor in norm, since Adam divides by sqrt(v) and so turns a
+    # last-bit difference in a near-zero gradient into a visible one in that element alone (measured: 9e-7).
     for name in a["params"]:
         assert type(b["params"][name]) is np.ndarray  # saved from the device as NumPy
-        np.testing.assert_allclose(b["params"][name], a["params"][name], rtol=1e-4, atol=1e-6, err_msg=name)
+        assert relative_norm_error(b["params"][name], a["params"][name]) <= rtol("float32", 16 * 64), name
     assert train_module.main(["--resume", str(runs["gpu"]), "--epochs", "3", "--no-progress",
                               "--device", "gpu"]) == 0
     assert load_checkpoint(runs["gpu"] / "checkpoint-last.h5")["progress"]["epoch"] == 3

@@ -87,6 +87,14 @@ def load_checkpoint(path) -> dict:
                 out["rng_state"] = json.loads(f.attrs["rng"])
         except (KeyError, OSError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{path} is damaged: {exc}") from None
+    size = out["config"].get("V")
+    try:
+        words = len(json.loads(out["vocabulary"])["words"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise CheckpointError(f"{path} is damaged: its vocabulary is not scratchcap's JSON") from None
+    if size is not None and words != int(size):
+        raise CheckpointError(f"{path}: its vocabulary has {words} entries but its model was built for V = {size}: "
+                              "a checkpoint mixed from two trainings")
     for name, a in out["params"].items():
         if not np.isfinite(a).all():
             raise CheckpointError(f"{path}: parameter {name} holds NaN or infinite values")

@@ -321,3 +321,35 @@ def test_caption_and_evaluate_agree_on_the_gpu_path(tiny_checkpoint, tmp_path, h
     scores = {d: {k: v for k, v in results[d][1].items() if v is not None} for d in results}  # METEOR needs nltk data
     # the same captions give the same scores: computed from strings, in float64
     assert set(results["gpu"][1]) == set(results["cpu"][1]) and scores["gpu"] == pytest.approx(scores["cpu"], rel=1e-12)
+
+
+def test_evaluate_reads_the_training_feature_cache_instead_of_running_vgg16(tiny_checkpoint, tmp_path, monkeypatch):
+    from scratchcap import captioner, evaluate
+    from scratchcap.checkpoint import load_checkpoint
+    from scratchcap.data import load_dataset
+    from scratchcap.features import extract
+    from scratchcap.vgg16 import VGG16
+
+    root, paths, data = tiny_checkpoint
+    on_the_fly, _ = evaluate.evaluate(paths["gru-attention"], "shapes", data, beam=2, log=lambda *_: None)
+    ckpt = load_checkpoint(paths["gru-attention"])
+    cache = tmp_path / "train-cache.h5"
+    dev = [r.path for r in load_dataset("shapes", data, log=lambda *_: None) if r.split == "dev"]
+    extract(dev, str(cache), VGG16.load(ckpt["config"]["weights"], widths=None), layer="block5_conv3",
+            image_size=32, dtype="float32", progress=False, log=lambda *_: None)
+    cfg = dict(ckpt["config"], features=str(cache))
+    path = save_checkpoint(tmp_path / "with-cache.h5", model=ckpt["model"], params=ckpt["params"], config=cfg,
+                           vocab=VOCAB)
+
+    def no_vgg(*a, **k):
+        raise AssertionError("VGG-16 ran although the training cache holds every image")
+
+    monkeypatch.setattr(captioner, "Captioner", no_vgg)
+    from_cache, _ = evaluate.evaluate(path, "shapes", data, beam=2, log=lambda *_: None)
+    numbers = {k: v for k, v in on_the_fly.items() if v is not None}  # METEOR is None without its scorer
+    assert {k: v for k, v in from_cache.items() if v is not None} == pytest.approx(numbers, rel=1e-9)
+    cfg["layer"] = "block4_conv3"  # a cache of another layer must not be used
+    other = save_checkpoint(tmp_path / "other-layer.h5", model=ckpt["model"], params=ckpt["params"], config=cfg,
+                            vocab=VOCAB)
+    with pytest.raises(AssertionError, match="VGG-16 ran"):
+        evaluate.evaluate(other, "shapes", data, beam=2, log=lambda *_: None)

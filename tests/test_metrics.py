@@ -88,6 +88,33 @@ def _corpus(n_images=600, seed=0):
     return refs, hyps
 
 
+def _coco_fixture():
+    import json
+    import os
+
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "coco_caption_scores.json")) as f:
+        return json.load(f)
+
+
+def test_equal_to_the_numbers_coco_caption_wrote():
+    """BLEU-1..4, ROUGE-L and CIDEr-D on 40 images against pycocoevalcap's own output (a fixture: runs everywhere)."""
+    fix = _coco_fixture()
+    ours = score(fix["refs"], fix["hyps"], with_meteor=False)
+    for key in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"):
+        assert ours[key] == pytest.approx(fix["scores"][key], abs=1e-9), key
+    assert 0.1 < fix["scores"]["Bleu_4"] < 0.5 and fix["scores"]["CIDEr"] > 0.5  # a corpus that tests something
+
+
+def test_meteor_equals_the_number_coco_caption_wrote():
+    """METEOR 1.5 through the jar that pycocoevalcap ships (the test extra installs it; CI has Java)."""
+    pytest.importorskip("pycocoevalcap", reason="pip install '.[test]' brings pycocoevalcap")
+    if metrics.shutil.which("java") is None:
+        pytest.skip("no Java runtime for METEOR 1.5")
+    fix = _coco_fixture()
+    out = score(fix["refs"], fix["hyps"])
+    assert out["METEOR"] == pytest.approx(fix["scores"]["METEOR"], abs=1e-6)
+
+
 def test_equal_to_pycocoevalcap_on_600_images_with_5_references():
     pytest.importorskip("pycocoevalcap", reason="the reference implementation is optional")
     from pycocoevalcap.bleu.bleu import Bleu

@@ -78,3 +78,36 @@ def test_mixed_float_dtypes_are_refused():
 def test_dropout_rejects_bad_probability():
     with pytest.raises(ValueError, match=r"p must lie in \[0, 1\)"):
         ops.dropout_forward(r((2, 2)), 1.0, np.random.default_rng(0))
+
+
+def test_max_pool2d_names_its_input_and_the_window():
+    with pytest.raises(ValueError, match="max_pool2d: x must be a floating-point array, got int64"):
+        ops.max_pool2d_forward(np.zeros((1, 4, 4, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"max_pool2d: x must have shape \(N, H, W, C\), got \(4, 4, 2\)"):
+        ops.max_pool2d_forward(r((4, 4, 2)))
+    with pytest.raises(ValueError, match=r"cannot pool x of shape \(1, 1, 5, 2\) with size 2, stride 2"):
+        ops.max_pool2d_forward(r((1, 1, 5, 2)))
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "relu", "tanh", "sigmoid"])
+def test_softmax_and_activations_refuse_integer_and_non_array_input(name):
+    forward = getattr(ops, f"{name}_forward")
+    with pytest.raises(ValueError, match=f"^{name}: x must be a floating-point array, got int32"):
+        forward(np.arange(6, dtype=np.int32).reshape(2, 3))
+    with pytest.raises(ValueError, match=f"^{name}: x must be a floating-point array, got list"):
+        forward([[1.0, 2.0]])
+
+
+def test_lstm_sequence_checks_its_input_and_states():
+    H, D = 4, 3
+    w = (r((D, 4 * H)), r((H, 4 * H)), r(4 * H))
+    with pytest.raises(ValueError, match=r"lstm: x must have shape \(N, T, D\), got \(2, 3\)"):
+        ops.lstm_forward(r((2, D)), r((2, H)), r((2, H)), *w)
+    with pytest.raises(ValueError, match="T >= 1"):
+        ops.lstm_forward(r((2, 0, D)), r((2, H)), r((2, H)), *w)
+    with pytest.raises(ValueError, match=r"lstm: h has shape \(3, 4\)"):
+        ops.lstm_forward(r((2, 5, D)), r((3, H)), r((2, H)), *w)
+    with pytest.raises(ValueError, match=r"lstm: c has shape \(2, 5\)"):
+        ops.lstm_forward(r((2, 5, D)), r((2, H)), r((2, 5)), *w)
+    with pytest.raises(ValueError, match="lstm: wh has dtype float32 but x has float64"):
+        ops.lstm_forward(r((2, 5, D)), r((2, H)), r((2, H)), w[0], w[1].astype(np.float32), w[2])

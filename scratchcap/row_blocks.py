@@ -16,7 +16,7 @@ nothing across rows, so the result is bit for bit the unsplit one.
 Why not threads as well: spreading the blocks over a thread pool made the
 attention's elementwise chains about 2x faster alone on two cores, but not inside
 the decoder step, where NumPy's BLAS threads share the same cores
-(benchmarks/RESULTS.md, "Threads were tried and dropped").
+(benchmarks/results/RESULTS.md, "Threads were tried and dropped").
 """
 from __future__ import annotations
 

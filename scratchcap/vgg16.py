@@ -30,7 +30,7 @@ LAYERS = (
 # 1.3-1.8x faster from block2 on. In block1 (3 and 64 input channels) its GEMMs are too thin to pay.
 WINOGRAD_LAYERS = tuple(name for name in CONV_LAYERS if not name.startswith("block1_"))
 # On a GPU a small batch is launch-bound, and Winograd's transforms are extra launches: on an H100
-# (benchmarks/RESULTS.md, host_vs_device.py) im2col took 2.9-3.4 ms at batch 1 and 3.2-3.5 ms at 2
+# (benchmarks/results/RESULTS.md, host_vs_device.py) im2col took 2.9-3.4 ms at batch 1 and 3.2-3.5 ms at 2
 # against Winograd's 5.9-12.8 and 9.1-9.5. At batch 4 Winograd was 7% faster on one machine and 30%
 # slower on the next (a slower host); from batch 8 it was 8-9% faster on both. NumPy uses Winograd
 # at every batch size.

@@ -76,16 +76,10 @@ def test_meteor_is_left_out_with_a_notice_when_nothing_can_compute_it(monkeypatc
 
 
 def _corpus(n_images=600, seed=0):
-    """Pseudo-captions with shared vocabulary, so that n-grams overlap partially."""
-    rng = np.random.default_rng(seed)
-    words = "a the dog cat man woman runs sits on in grass water red blue ball with two young".split()
-    refs, hyps = {}, {}
-    for i in range(n_images):
-        base = list(rng.choice(words, size=rng.integers(4, 10)))
-        refs[f"im{i}"] = [" ".join(w if rng.random() > 0.3 else rng.choice(words) for w in base) for _ in range(5)]
-        hyps[f"im{i}"] = " ".join(w if rng.random() > 0.4 else rng.choice(words)
-                                  for w in base[: rng.integers(2, len(base) + 1)])
-    return refs, hyps
+    """Pseudo-captions with shared vocabulary (the fixture script's generator, so there is one)."""
+    from fixtures.make_reference_fixtures import caption_corpus
+
+    return caption_corpus(n_images, seed)
 
 
 def _coco_fixture():

@@ -21,7 +21,7 @@ from .weights import WeightFileError
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m scratchcap.caption", description="Caption images.")
     p.add_argument("images", nargs="+", help="JPEG or PNG files")
-    p.add_argument("--checkpoint", help="a checkpoint (default: the released Flickr8k model in weights/)")
+    p.add_argument("--checkpoint", help="a checkpoint (default: the released Flickr8k model that ships with the package)")
     p.add_argument("--beam", type=int, default=3, help="beam size (1: greedy)")
     p.add_argument("--weights", help="VGG-16 weights (default: the checkpoint's, fetched on first use)")
     p.add_argument("--attention-map", metavar="PNG", help="write the attention of every word here "

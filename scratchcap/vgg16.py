@@ -1,6 +1,6 @@
 """VGG-16's convolutional part, built from scratchcap.ops, on weights from scratchcap.weights.
 
-    model = VGG16.load("weights/vgg16_imagenet.h5")        # or device="gpu"
+    model = VGG16.load(ensure_weights())                    # the user cache's ImageNet weights; or device="gpu"
     x = model.preprocess([pil_image, ...])                  # (N, 224, 224, 3) float32
     feats = model.forward(x, layers=("block5_conv3",))      # {"block5_conv3": (N, 14, 14, 512)}
 

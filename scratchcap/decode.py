@@ -2,7 +2,8 @@
 
 Both return, per image, a dict: words (list of str), logprob (float), and for
 attention models alphas (len(words) + 1, L): the attention of every emitted
-word, and of the <end> that closed the caption.
+word, and of the <end> that closed the caption. Beam search adds beams: every
+finished or live hypothesis of the last step, best first, as {words, logprob}.
 
 Neither emits <unk> unless ``allow_unk=True``: its log-probability is set to
 -inf before the choice, so the next best word takes its place. Users never want
@@ -140,12 +141,14 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         if finished.all():
             break
     final = scores / np.maximum(lengths, 1) if length_norm else scores
-    best = np.argmax(final, axis=1)
     results = []
     for n in range(N):
-        b = best[n]
+        ranked = [b for b in np.argsort(-final[n], kind="stable") if np.isfinite(scores[n, b])]
+        b = ranked[0] if ranked else 0
         att = None if att_history is None else att_history[n, b]
-        results.append(_result(vocab, history[n, b], scores[n, b], att))
+        res = _result(vocab, history[n, b], scores[n, b], att)
+        res["beams"] = [dict(words=vocab.decode(history[n, r]), logprob=float(scores[n, r])) for r in ranked]
+        results.append(res)
     return results
 
 

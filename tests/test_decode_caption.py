@@ -94,7 +94,11 @@ def test_beam_search_finds_the_best_sequence_of_a_known_model():
 
     feats = np.zeros((1, 1, 1))
     assert greedy(Table, None, feats, {}, VOCAB, 3)[0]["words"][0] == "w0"
-    assert beam_search(Table, None, feats, {}, VOCAB, beam=2, max_length=3)[0]["words"] == ["w1"]
+    res = beam_search(Table, None, feats, {}, VOCAB, beam=2, max_length=3)[0]
+    assert res["words"] == ["w1"]
+    # both hypotheses, best first: "w1 <end>" (0.4), then "w0 w2 <end>" (0.6 / 3, w2 first of the three ties)
+    assert [h["words"] for h in res["beams"]] == [["w1"], ["w0", "w2"]]
+    assert [h["logprob"] for h in res["beams"]] == pytest.approx([np.log(0.4), np.log(0.6 / 3)])
 
 
 class UnkFirst:

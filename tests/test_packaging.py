@@ -70,16 +70,17 @@ def installed(tmp_path_factory):
     python = venv / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    # numpy, h5py, pillow... come from this environment through a .pth line; scratchcap itself does not
-    deps = [p for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}]
-    with open(os.path.join(site, "test-deps.pth"), "w") as f:
-        f.write("\n".join(deps) + "\n")
     install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
                               "--no-index", "--quiet", str(wheel)], capture_output=True, text=True, timeout=300)
     if install.returncode != 0 and "no such option: --python" in install.stderr:  # pip < 22.3
         install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
                                   "--target", site, str(wheel)], capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-3000:]
+    # Only now may numpy, h5py, pillow... come from this environment, through a .pth line: written before the
+    # install, it would show pip this environment's scratchcap as already installed.
+    deps = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    with open(os.path.join(site, "test-deps.pth"), "w") as f:
+        f.write("\n".join(deps) + "\n")
     return venv, site
 
 

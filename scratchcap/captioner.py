@@ -34,6 +34,7 @@ class Captioner:
         from .weights.fetch import ensure_weights
 
         self.cfg = ckpt["config"]
+        self.name, self.attrs, self.progress = ckpt["model"], ckpt.get("attrs", {}), ckpt.get("progress", {})
         self.model = get_model(ckpt["model"])
         self.vocab = Vocabulary.from_json(ckpt["vocabulary"])
         self.params = to_device({k: v.astype(np.float32) for k, v in ckpt["params"].items()}, device)

@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "features": ("scratchcap.features", "cache VGG-16 features of a folder of images in HDF5"),
     "weights": ("scratchcap.weights", "fetch, convert or inspect VGG-16 weight files"),
     "release": ("scratchcap.release", "make a small release file from training checkpoints"),
+    "serve": ("scratchcap.serve", "serve a captioning web page and JSON API (pip install '.[serve]')"),
 }
 
 

@@ -60,6 +60,9 @@ class CaptionWorker:
             raise Busy(f"{self.jobs.maxsize} requests are already waiting") from None
         return job.future
 
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
     def close(self, timeout=5.0):
         self._stop.set()
         self._thread.join(timeout)

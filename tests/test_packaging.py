@@ -31,7 +31,7 @@ def test_setup_cfg_lists_every_package_and_maps_the_released_model():
 def test_help_lists_every_subcommand_and_version_prints(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("train", "caption", "evaluate", "features", "weights", "release"):
+    for name in ("train", "caption", "evaluate", "features", "weights", "release", "serve"):
         assert f"  {name} " in out
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"scratchcap {__version__}"
@@ -88,6 +88,8 @@ def test_the_installed_wheel_captions_from_an_empty_folder_with_the_released_mod
     venv, site = installed
     assert os.path.exists(os.path.join(site, "scratchcap", "released", "flickr8k-lstm-attention.h5"))
     assert not os.path.exists(os.path.join(site, "scratchcap", "released", "vgg16_imagenet.h5"))
+    for name in ("index.html", "app.js", "style.css", "favicon.svg"):  # the page scratchcap serve serves
+        assert os.path.exists(os.path.join(site, "scratchcap", "serve", "page", name)), name
     home = tmp_path / "home"  # the user cache, holding VGG-16 weights of the real shapes (random values)
     save_weights(home / "weights" / "vgg16_imagenet.h5", random_layers(1, widths=VGG16_WIDTHS),
                  preprocessing="caffe", source="test fixture", widths=VGG16_WIDTHS)

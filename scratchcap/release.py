@@ -39,6 +39,21 @@ def average_checkpoints(paths):
     return dict(first, params=params)
 
 
+def _run_dev_scores(checkpoint) -> dict:
+    """The dev metrics that the training run wrote beside ``checkpoint`` (summary.json), or {}."""
+    import json
+
+    path = os.path.join(os.path.dirname(os.path.abspath(str(checkpoint))), "summary.json")
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    keys = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+    scores = {k: summary[k] for k in keys if isinstance(summary.get(k), (int, float))}
+    return dict(scores, decoding="greedy", split="dev") if scores else {}
+
+
 def release(srcs, out, dtype="float16"):
     srcs = [srcs] if isinstance(srcs, (str, os.PathLike)) else list(srcs)
     ckpt = average_checkpoints(srcs) if len(srcs) > 1 else load_checkpoint(srcs[0])
@@ -47,10 +62,13 @@ def release(srcs, out, dtype="float16"):
     cfg["weights"] = IMAGENET  # the fetched ImageNet weights, wherever the user cache keeps them
     preprocessing = {"preprocessing": "caffe", "channel_order": "BGR", "mean": [103.939, 116.779, 123.68],
                      "image_size": cfg.get("image_size"), "layer": cfg.get("layer")}
+    extra = {"preprocessing": preprocessing, "released_from": " + ".join(os.path.basename(str(p)) for p in srcs)}
+    scores = _run_dev_scores(srcs[0])
+    if scores:
+        extra["dev_scores"] = scores  # what GET /api/model of scratchcap serve reports
     save_checkpoint(out, model=ckpt["model"], params=ckpt["params"], config=cfg,
                     vocab=Vocabulary.from_json(ckpt["vocabulary"]), progress=ckpt["progress"], dtype=dtype,
-                    extra={"preprocessing": preprocessing,
-                           "released_from": " + ".join(os.path.basename(str(p)) for p in srcs)})
+                    extra=extra)
     return out
 
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -390,8 +391,9 @@ def train(args, log=_log):
                               with_meteor=True)
     summary = dict(final, model=cfg["model"], dataset=cfg["dataset"], best_epoch=best["progress"]["epoch"],
                    epochs_run=progress["epoch"], stopped_early=stopped_early,
-                   wall_seconds=round(time.time() - start_time, 1), command="python -m scratchcap.train "
-                   + " ".join(sys.argv[1:]), commit=commit, device=device)
+                   wall_seconds=round(time.time() - start_time, 1),
+                   command=shlex.join(["python", "-m", "scratchcap.train", *getattr(args, "argv", sys.argv[1:])]),
+                   commit=commit, device=device)
     write_json(os.path.join(run_dir, "summary.json"), summary, indent=1)
     write_json(os.path.join(run_dir, "captions-dev.json"), [{"image_id": k, "caption": v} for k, v in hyps.items()],
                indent=0)
@@ -464,6 +466,7 @@ def _stop_on_sigterm():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the options as given, for summary.json
     from .memory import keep_freed_memory
     keep_freed_memory()
     previous = _stop_on_sigterm()

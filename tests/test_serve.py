@@ -329,3 +329,20 @@ def test_the_worker_thread_is_the_only_one_that_captions(server):
     finally:
         server.worker._caption = real
     assert seen == ["scratchcap-caption-worker"]
+
+
+def test_api_model_reports_the_dev_scores_a_release_recorded(ckpt, tmp_path):
+    from scratchcap.checkpoint import load_checkpoint, save_checkpoint
+    from scratchcap.data import Vocabulary
+
+    c = load_checkpoint(ckpt[0])
+    path = save_checkpoint(tmp_path / "released.h5", model=c["model"], params=c["params"], config=c["config"],
+                           vocab=Vocabulary.from_json(c["vocabulary"]),
+                           extra={"dev_scores": {"Bleu_4": 0.25, "CIDEr": 0.5, "decoding": "greedy"}})
+    s = Server(path, "--weights", str(ckpt[1]))
+    try:
+        status, _, model = s.request("GET", "/api/model")
+    finally:
+        s.close()
+    assert status == 200 and model["dev_scores"] == {"Bleu_4": 0.25, "CIDEr": 0.5, "decoding": "greedy"}
+    assert model["checkpoint"] == "released.h5"

@@ -42,6 +42,13 @@ def test_a_run_leaves_checkpoints_metrics_summary_and_plot(workspace, capsys):
     summary = json.load(open(out / "summary.json"))
     for key in ("Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr", "exact", "grounding", "grounding_chance", "wall_seconds"):
         assert key in summary
+    import shlex
+    assert shlex.split(summary["command"]) == ["python", "-m", "scratchcap.train",
+                                               *_args(root, weights, out, "--lambda", "0.5")]
+    from scratchcap.release import release
+    released = load_checkpoint(release(out / "checkpoint-best.h5", root / "released.h5"))
+    dev = json.loads(released["attrs"]["dev_scores"])  # the run's summary travels into the release
+    assert dev["CIDEr"] == pytest.approx(summary["CIDEr"]) and dev["decoding"] == "greedy"
     ckpt = load_checkpoint(out / "checkpoint-last.h5")
     assert ckpt["model"] == "gru-attention" and ckpt["progress"]["epoch"] == 2
     assert sorted(ckpt["params"]) == sorted(gru_attention.init_params(

@@ -145,7 +145,8 @@ function setUp() {
     if (file) caption(file);
   });
   fetch("/api/model").then((r) => r.json()).then((m) => {
-    const scores = Object.entries(m.dev_scores || {}).map(([k, v]) => `${k} ${Number(v).toFixed(3)}`).join(", ");
+    const scores = Object.entries(m.dev_scores || {}).filter(([, v]) => typeof v === "number")
+      .map(([k, v]) => `${k} ${v.toFixed(3)}`).join(", ");
     $("model").textContent = `Model: ${m.model} (${m.checkpoint}), trained on ${m.training_data}, ` +
       `vocabulary ${m.vocabulary} words, ${m.grid[0]}x${m.grid[1]} regions` + (scores ? `; dev ${scores}` : "");
   }).catch(() => {});

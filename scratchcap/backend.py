@@ -10,6 +10,7 @@ touches it unless a caller explicitly asks for ``device='gpu'``.
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 
 import numpy
@@ -122,9 +123,17 @@ def uniform(rng, shape, like):
     ``rng`` may be a NumPy or CuPy Generator. A NumPy generator gives one 64-bit
     key per call, and the samples are computed from it on like's device
     (scratchcap.counter_random): a seeded run draws the same numbers on NumPy and
-    CuPy, and nothing is copied to the GPU.
+    CuPy, and nothing is copied to the GPU. An object with ``generator`` and
+    ``row_offset`` (scratchcap.distributed.ShardRng) stands for rows row_offset...
+    of a larger batch: it gives exactly those rows of the whole batch's draw.
     """
     xp = get_array_module(like)
+    row_offset = getattr(rng, "row_offset", None)
+    if row_offset is not None:  # a data-parallel shard: rows row_offset.. of the whole batch's draw
+        key = int(rng.generator.integers(0, 2**64, dtype=numpy.uint64))
+        shape = tuple(shape)
+        per_row = math.prod(shape[1:])
+        return counter_uniform(xp, key, shape, like.dtype, start=row_offset * per_row)
     if isinstance(rng, numpy.random.Generator):
         key = int(rng.integers(0, 2**64, dtype=numpy.uint64))
         return counter_uniform(xp, key, tuple(shape), like.dtype)

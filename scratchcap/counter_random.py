@@ -39,9 +39,11 @@ def splitmix64(xp, key: int, count: int, start: int = 0):
     return z
 
 
-def counter_uniform(xp, key: int, shape, dtype):
+def counter_uniform(xp, key: int, shape, dtype, start: int = 0):
     """Uniform [0, 1) samples of ``shape`` and ``dtype`` (float32 or float64) in module xp.
 
+    They are samples start .. start + n - 1 of the key's stream, so a slice of rows of a
+    larger draw can be computed alone (a data-parallel rank's shard of a batch).
     The hashes are computed in blocks of consecutive indices (scratchcap.row_blocks):
     on NumPy in cache-sized pieces, on CuPy in one piece.
     """
@@ -50,12 +52,13 @@ def counter_uniform(xp, key: int, shape, dtype):
         raise ValueError(f"counter_uniform: float32 or float64, got {dtype}")
     n = math.prod(shape)
     per_hash = 2 if dtype == numpy.float32 else 1  # samples one 64-bit hash gives
-    hashes = -(-n // per_hash)
-    u = xp.empty(n, dtype=dtype)
+    lead, first_hash = start % per_hash, start // per_hash  # a float32 start may fall in a hash's second half
+    hashes = -(-(lead + n) // per_hash)
+    u = xp.empty(lead + n, dtype=dtype)
 
     def fill(s):
         first, stop, _ = s.indices(hashes)
-        z = splitmix64(xp, key, stop - first, first)
+        z = splitmix64(xp, key, stop - first, first_hash + first)
         out = u[first * per_hash:stop * per_hash]
         if per_hash == 2:
             halves = z.view(xp.uint32)[:out.size]  # little-endian: each hash's low half first
@@ -67,4 +70,4 @@ def counter_uniform(xp, key: int, shape, dtype):
             out[...] = z
             out *= 2.0 ** -53
     row_blocks.run(fill, hashes, xp, 1)
-    return u.reshape(shape)
+    return (u[lead:] if lead else u).reshape(shape)

@@ -28,11 +28,13 @@ import time
 import numpy as np
 
 from .atomic import atomic_path, write_json
-from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_device
+from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DatasetError, Vocabulary, load_dataset, normalize
-from .data.batches import Features, encode_records, iterate_batches, make_batch
+from .data.batches import Features, encode_records, epoch_batches, make_batch
 from .decode import decode
+from .distributed import (DistributedError, ShardRng, SingleProcess, add_distributed_argument, batch_totals,
+                          get_world, make_allreducer, params_checksum, shard_bounds)
 from .models import get_model
 from .optim import Adam, clip_grad_norm
 from .paths import IMAGENET, data_root, features_dir
@@ -42,7 +44,7 @@ DEFAULTS = dict(dataset="shapes", data_dir=None, model="gru-attention", embed=25
                 epochs=None, batch_size=64, lr=None, lam=0.0, dropout=0.3, feature_norm=None, max_length=20,
                 min_count=5, seed=0, image_size=None, layer="block5_conv3", clip=5.0, lr_decay=0.5, decay_patience=2,
                 patience=5, checkpoint_every=100, keep_epochs=False, bucket=False, val_images=None,
-                shapes_images=(2000, 200, 200))
+                shapes_images=(2000, 200, 200), dtype="float32")
 
 
 class TrainingError(RuntimeError):
@@ -96,12 +98,19 @@ def build_parser():
     p.add_argument("--out", help="run folder (default runs/<data set>-<model>)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder where it stopped")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=d["dtype"],
+                   help="parameters and arithmetic (float64: for exact comparisons, e.g. of 1 and N ranks)")
     add_device_argument(p)
+    add_distributed_argument(p)
     return p
 
 
 def _log(*a):
     print(*a, flush=True)
+
+
+def _quiet(*a):
+    """The log of ranks other than 0: rank 0 speaks for the job."""
 
 
 def _commit():
@@ -180,23 +189,39 @@ def feature_rms(features, ids, sample=256):
 
 # ---- one epoch of validation ----------------------------------------------------------------------
 
-def validate(model, params, cfg, vocab, records, features, device, with_meteor=False, beam=1):
+def validate(model, params, cfg, vocab, records, features, device, with_meteor=False, beam=1, world=None):
+    """(metrics, hyps, results) of the dev records: teacher-forced loss and greedy (or beam) decoding.
+
+    Under MPI each rank takes a contiguous share of the captions and of the images, rank 0 gathers
+    them in order and scores once (BLEU and CIDEr cannot be averaged over ranks), and every rank
+    gets the metrics; hyps and results are rank 0's only (None elsewhere).
+    """
     from .metrics import score
 
+    world = world or SingleProcess()
+    dtype = np.dtype(cfg.get("dtype", "float32"))
     examples = encode_records(records, vocab, cfg["max_length"])
+    lo, hi = shard_bounds(len(examples), world.rank, world.size)
     total, tokens = 0.0, 0
-    for s in range(0, len(examples), cfg["batch_size"]):
-        batch = make_batch(examples, list(range(s, min(s + cfg["batch_size"], len(examples)))), features)
+    for s in range(lo, hi, cfg["batch_size"]):
+        batch = make_batch(examples, list(range(s, min(s + cfg["batch_size"], hi))), features)
         n_tok = int(batch["mask"].sum())
+        batch["features"] = batch["features"].astype(dtype, copy=False)
         batch = {k: (to_device(v, device) if k != "image_ids" else v) for k, v in batch.items()}
         _, _, info = model.loss_and_grads(params, batch, cfg, None, train=False)
         total += info["cross_entropy"] * n_tok
         tokens += n_tok
     results = []
-    for s in range(0, len(records), 64):
-        chunk = records[s:s + 64]
-        f = to_device(features.get([r.image_id for r in chunk]), device)
+    lo, hi = shard_bounds(len(records), world.rank, world.size)
+    for s in range(lo, hi, 64):
+        chunk = records[s:min(s + 64, hi)]
+        f = to_device(features.get([r.image_id for r in chunk]).astype(dtype, copy=False), device)
         results += decode(model, params, f, cfg, vocab, beam=beam, max_length=cfg["max_length"])
+    parts = world.gather((total, tokens, results))
+    if world.rank != 0:
+        return world.bcast(None), None, None
+    total, tokens = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    results = [r for p in parts for r in p[2]]
     hyps = {r.image_id: " ".join(res["words"]) for r, res in zip(records, results)}
     refs = {r.image_id: r.captions for r in records}
     metrics = {"val_loss": total / max(tokens, 1)}
@@ -204,7 +229,7 @@ def validate(model, params, cfg, vocab, records, features, device, with_meteor=F
     if cfg["dataset"] == "shapes":
         from .data.shapes import shapes_scores
         metrics.update(shapes_scores(records, results, cfg["grid"], cfg["image_size"]))
-    return metrics, hyps, results
+    return world.bcast(metrics), hyps, results
 
 
 # ---- the run -----------------------------------------------------------------------------------------
@@ -285,7 +310,7 @@ def _load_data(cfg, resume, device, log):
 
 def _starting_state(model, cfg, resume, device):
     """(params, optimizer, rng, progress): fresh from the seed, or as the resumed checkpoint left them."""
-    init = model.init_params(cfg, np.random.default_rng(cfg["seed"]))
+    init = model.init_params(cfg, np.random.default_rng(cfg["seed"]), cfg.get("dtype", "float32"))
     optimizer = Adam(lr=cfg["lr"])
     rng = np.random.default_rng([cfg["seed"], 1])
     progress = dict(epoch=0, batch=0, step=0, best=None, bad_epochs=0)
@@ -304,50 +329,107 @@ def _starting_state(model, cfg, resume, device):
     return params, optimizer, rng, progress
 
 
-def train(args, log=_log):
+def _share_starting_state(world, params, optimizer, rng, progress, device):
+    """Rank 0's parameters, optimizer state, generator and position, on every rank."""
+    if world.size == 1:
+        return params, progress
+    state = world.bcast(dict(params={k: to_numpy(v) for k, v in params.items()},
+                             optimizer={k: (to_numpy(v) if hasattr(v, "shape") else v)
+                                        for k, v in optimizer.state_dict().items()},
+                             rng=rng.bit_generator.state, progress=progress) if world.rank == 0 else None)
+    params = to_device(state["params"], device)
+    if len(state["optimizer"]) > 2:  # moments exist (a resumed run)
+        optimizer.load_state_dict(state["optimizer"], params)
+    optimizer.t, optimizer.lr = int(state["optimizer"]["step"]), float(state["optimizer"]["lr"])
+    rng.bit_generator.state = state["rng"]
+    return params, state["progress"]
+
+
+def train_step(model, params, examples, indices, features, cfg, rng, world, allreduce, device):
+    """(loss, grads) of the whole batch ``indices``: this rank's rows, then the sum over ranks.
+
+    The loss and gradients are divided by the whole batch's tokens and captions, so the sum is one
+    process's. A rank whose share is empty (a batch smaller than the world) still runs the model on a
+    row, and drops what it computed, so that every rank draws the same dropout keys and joins the sum.
+    """
+    lo, hi = shard_bounds(len(indices), world.rank, world.size)
+    mine = indices[lo:hi] or indices[:1]
+    batch = make_batch(examples, mine, features)
+    batch["features"] = batch["features"].astype(cfg.get("dtype", "float32"), copy=False)
+    batch = {k: (to_device(v, device) if k != "image_ids" else v) for k, v in batch.items()}
+    batch.update(batch_totals(examples, indices))
+    loss, grads, _ = model.loss_and_grads(params, batch, cfg, ShardRng(rng, lo), train=True)
+    if hi == lo:
+        loss, grads = 0.0, {k: v * 0 for k, v in grads.items()}
+    grads, (loss,) = allreduce(grads, float(loss))
+    return loss, grads
+
+
+def train(args, log=_log, world=None):
     """One run: set up (or resume), then epochs of batches, each epoch validated and checkpointed, then the dev
-    scores of the best checkpoint. Returns (run_dir, summary)."""
+    scores of the best checkpoint. Returns (run_dir, summary).
+
+    Under mpiexec with several ranks it trains data-parallel (scratchcap.distributed): every rank walks the same
+    batches and takes its rows, the gradients are summed in one allreduce before the optimizer, and only rank 0
+    writes files. The result does not depend on the number of ranks.
+    """
     start_time = time.time()
+    world = world or get_world(getattr(args, "distributed", "auto"))
+    root = world.rank == 0
+    if not root:
+        log = _quiet
     commit = _commit()  # the code that this run starts with
     device = resolve_device(args.device)
-    cfg, run_dir, resume = _open_run(args)
+    cfg, run_dir, resume = world.bcast(_open_run(args) if root else None)
     model = get_model(cfg["model"])
+    if not root:
+        world.barrier()  # rank 0 generates the data and caches the features first; the others wait
     splits, vocab, features = _load_data(cfg, resume, device, log)
+    if root:
+        world.barrier()
     params, optimizer, rng, progress = _starting_state(model, cfg, resume, device)
-    os.makedirs(run_dir, exist_ok=True)
+    params, progress = _share_starting_state(world, params, optimizer, rng, progress, device)
+    allreduce = make_allreducer(world, device, log)
+    if root:
+        os.makedirs(run_dir, exist_ok=True)
     ckpt = dict(model=cfg["model"], config={k: v for k, v in cfg.items() if k != "progress"}, vocab=vocab)
 
     def save(name, where):
-        save_checkpoint(os.path.join(run_dir, name), params=params, optimizer=optimizer, progress=where,
-                        rng=rng, **ckpt)
+        if root:
+            save_checkpoint(os.path.join(run_dir, name), params=params, optimizer=optimizer, progress=where,
+                            rng=rng, **ckpt)
 
     examples = encode_records(splits["train"], vocab, cfg["max_length"])
     n_batches = math.ceil(len(examples) / cfg["batch_size"])
     log(f"{cfg['model']} on {cfg['dataset']}: {len(splits['train'])} train / {len(splits['dev'])} dev images, "
         f"{len(examples)} captions, vocabulary {len(vocab)}, regions {cfg['L']}x{cfg['D']}, device {device}; "
         f"run folder {run_dir}")
+    if world.size > 1:
+        log(f"data-parallel on {world.size} ranks ({world.name}); each takes its rows of every batch of "
+            f"{cfg['batch_size']}")
     history_path = os.path.join(run_dir, "metrics.jsonl")
     batch_losses = []
     stopped_early = False
     for epoch in range(progress["epoch"], cfg["epochs"]):
-        bar = progress_bar(n_batches, f"epoch {epoch + 1}/{cfg['epochs']}", "batch", enabled=cfg["progress"],
+        bar = progress_bar(n_batches, f"epoch {epoch + 1}/{cfg['epochs']}", "batch", enabled=cfg["progress"] and root,
                            initial=progress["batch"])
         t0, tokens, epoch_loss, seen = time.perf_counter(), 0, 0.0, 0
         try:
-            for b, batch in iterate_batches(examples, features, cfg["batch_size"], cfg["seed"], epoch,
-                                            cfg["bucket"], start=progress["batch"]):
-                n_tok = int(batch["mask"].sum())
-                batch = {k: (to_device(v, device) if k != "image_ids" else v) for k, v in batch.items()}
-                loss, grads, info = model.loss_and_grads(params, batch, cfg, rng, train=True)
+            for b, indices in enumerate(epoch_batches(examples, cfg["batch_size"], cfg["seed"], epoch,
+                                                      cfg["bucket"])):
+                if b < progress["batch"]:
+                    continue
+                loss, grads = train_step(model, params, examples, indices, features, cfg, rng, world, allreduce,
+                                         device)
                 if not math.isfinite(loss):
                     raise TrainingError(
                         f"the loss became {loss} at epoch {epoch + 1}, batch {b + 1} (step {progress['step'] + 1}); "
                         f"checkpoint-last.h5 holds the last good state. Try a lower --lr (now {optimizer.lr:g}) "
                         "or a smaller --clip.")
-                grads, _ = clip_grad_norm(grads, cfg["clip"])
+                grads, _ = clip_grad_norm(grads, cfg["clip"])  # the global norm: after the sum over ranks
                 optimizer.step(params, grads)
                 progress.update(batch=b + 1, step=progress["step"] + 1)
-                tokens += n_tok
+                tokens += batch_totals(examples, indices)["tokens_total"]
                 seen += 1
                 epoch_loss += loss
                 batch_losses.append((progress["step"], loss))
@@ -362,13 +444,18 @@ def train(args, log=_log):
                 f"continue with: python -m scratchcap.train --resume {run_dir}")
             raise
         bar.close()
-        metrics, _, _ = validate(model, params, cfg, vocab, splits["dev"], features, device)
+        if world.size > 1:
+            sums = world.allgather(params_checksum(params))
+            if len(set(sums)) != 1:
+                raise TrainingError(f"after epoch {epoch + 1} the ranks' parameters differ (checksums {sums})")
+        metrics, _, _ = validate(model, params, cfg, vocab, splits["dev"], features, device, world=world)
         metrics.update(epoch=epoch + 1, train_loss=epoch_loss / max(seen, 1), lr=optimizer.lr,
                        seconds=round(time.perf_counter() - t0, 1))
         log(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.3f}, val loss {metrics['val_loss']:.3f}, "
             f"BLEU-4 {metrics['Bleu_4']:.3f}, CIDEr {metrics['CIDEr']:.3f}"
             + (f", exact {metrics['exact']:.3f}" if "exact" in metrics else ""))
-        _record_epoch(history_path, metrics)
+        if root:
+            _record_epoch(history_path, metrics)
         progress.update(epoch=epoch + 1, batch=0)
         if progress["best"] is None or metrics["CIDEr"] > progress["best"]:
             progress.update(best=metrics["CIDEr"], bad_epochs=0)
@@ -386,19 +473,23 @@ def train(args, log=_log):
             log(f"stopping early: CIDEr has not improved for {cfg['patience']} epochs")
             break
 
+    world.barrier()  # checkpoint-best.h5 is whole before anyone reads it
     best = load_checkpoint(os.path.join(run_dir, "checkpoint-best.h5"))
-    final, hyps, _ = validate(model, to_device(best["params"], device), cfg, vocab, splits["dev"], features, device,
-                              with_meteor=True)
+    best_params = to_device({k: v.astype(cfg.get("dtype", "float32")) for k, v in best["params"].items()}, device)
+    final, hyps, _ = validate(model, best_params, cfg, vocab, splits["dev"], features, device, with_meteor=True,
+                              world=world)
     summary = dict(final, model=cfg["model"], dataset=cfg["dataset"], best_epoch=best["progress"]["epoch"],
                    epochs_run=progress["epoch"], stopped_early=stopped_early,
                    wall_seconds=round(time.time() - start_time, 1),
                    command=shlex.join(["python", "-m", "scratchcap.train", *getattr(args, "argv", sys.argv[1:])]),
-                   commit=commit, device=device)
-    write_json(os.path.join(run_dir, "summary.json"), summary, indent=1)
-    write_json(os.path.join(run_dir, "captions-dev.json"), [{"image_id": k, "caption": v} for k, v in hyps.items()],
-               indent=0)
-    _plot(run_dir, history_path, batch_losses)
+                   commit=commit, device=device, ranks=world.size)
+    if root:
+        write_json(os.path.join(run_dir, "summary.json"), summary, indent=1)
+        write_json(os.path.join(run_dir, "captions-dev.json"),
+                   [{"image_id": k, "caption": v} for k, v in hyps.items()], indent=0)
+        _plot(run_dir, history_path, batch_losses)
     features.close()
+    world.barrier()
     return run_dir, summary
 
 
@@ -470,17 +561,30 @@ def main(argv=None):
     from .memory import keep_freed_memory
     keep_freed_memory()
     previous = _stop_on_sigterm()
+    world = None
     try:
-        run_dir, summary = train(args)
-    except (DatasetError, CheckpointError, TrainingError, DeviceUnavailableError, ValueError, KeyError,
-            FileNotFoundError) as exc:
+        world = get_world(args.distributed)
+        run_dir, summary = train(args, world=world)
+    except (DatasetError, CheckpointError, TrainingError, DeviceUnavailableError, DistributedError, ValueError,
+            KeyError, FileNotFoundError) as exc:
+        if world is not None and world.size > 1:
+            world.abort(f"error: {exc}", 2)  # the other ranks may wait in a collective: end them all
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if world is not None and world.size > 1:
+            world.abort("interrupted; checkpoint-last.h5 holds the last saved state", 130)
         return 130
+    except Exception as exc:
+        if world is not None and world.size > 1:
+            import traceback
+            world.abort(f"failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}", 1)
+        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if world.rank != 0:
+        return 0
     keys = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "exact", "grounding",
             "grounding_chance"]
     print("validation (best checkpoint, greedy): " + ", ".join(f"{k} {summary[k]:.3f}" for k in keys if summary.get(k) is not None))

@@ -68,3 +68,16 @@ def test_other_dtypes_are_refused():
 def test_a_block_of_hashes_starts_where_it_is_told(xp):
     z = backend.to_numpy(splitmix64(xp, GAMMA, 2, start=2))
     assert [int(v) for v in z] == PUBLISHED[2:]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_any_rows_of_a_draw_can_be_drawn_alone(xp, dtype):
+    """A data-parallel shard draws rows r0..r1 of the whole batch's numbers (odd starts split a float32 hash)."""
+    from scratchcap.backend import to_numpy
+
+    full = to_numpy(counter_uniform(xp, 12345, (7, 5, 3), dtype))
+    for r0 in range(7):
+        for r1 in range(r0 + 1, 8):
+            part = counter_uniform(xp, 12345, (r1 - r0, 5, 3), dtype, start=r0 * 15)
+            assert part.dtype == dtype
+            np.testing.assert_array_equal(to_numpy(part), full[r0:r1], err_msg=f"rows {r0}:{r1}")

@@ -33,14 +33,15 @@ def zero_grads(params, names):
     return {k: get_array_module(params[k]).zeros_like(params[k]) for k in names}
 
 
-def attention_penalty_forward(alphas, mask, lam):
+def attention_penalty_forward(alphas, mask, lam, captions_total=None):
     """Doubly stochastic regularization (Show, Attend and Tell, eq. 14).
 
     alphas (N, T, L), mask (N, T) bool: penalty = lam / N * sum_n sum_l (1 - sum_t alpha_ntl)^2,
     counting only the real time steps. Returns (penalty as float, dalphas (N, T, L)).
+    ``captions_total`` replaces N (a data-parallel shard divides by the whole batch's captions).
     """
     xp = get_array_module(alphas)
-    N = alphas.shape[0]
+    N = alphas.shape[0] if captions_total is None else captions_total
     w = mask.astype(alphas.dtype)[:, :, None]
     total = (alphas * w).sum(axis=1)  # (N, L)
     gap = 1 - total

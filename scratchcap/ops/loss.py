@@ -7,7 +7,10 @@ Notation:
     loss = -sum_{n,t: mask} log softmax(logits[n, t])[targets[n, t]] / #mask
 
 The mean is over real tokens, not padding, so short captions are not diluted.
-With no real tokens at all the loss is 0 and so is its gradient.
+With no real tokens at all the loss is 0 and so is its gradient. ``normalizer``
+replaces #mask by another count: a data-parallel rank divides its shard's sum by
+the real tokens of the whole batch, so that the ranks' losses and gradients add
+up to the one-process mean exactly (scratchcap.distributed).
 """
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ def _check(logits, targets, mask):
     _checks.index_range(layer, "targets", targets, V, f"logits of shape {tuple(logits.shape)}")
 
 
-def temporal_cross_entropy_forward(logits, targets, mask):
-    """Returns (loss, cache); loss is a 0-d array of logits' dtype."""
+def temporal_cross_entropy_forward(logits, targets, mask, *, normalizer=None):
+    """Returns (loss, cache); loss is a 0-d array of logits' dtype. ``normalizer``: divide by it, not #mask."""
     _check(logits, targets, mask)
     xp = get_array_module(logits)
     N, T, V = logits.shape
@@ -37,7 +40,9 @@ def temporal_cross_entropy_forward(logits, targets, mask):
     flat_t = targets.reshape(-1)
     picked = logp[xp.arange(N * T), flat_t]
     weights = mask.reshape(-1).astype(logits.dtype)
-    count = max(int(mask.sum()), 1)
+    count = max(int(mask.sum()), 1) if normalizer is None else normalizer
+    if count <= 0:
+        raise ValueError(f"temporal_cross_entropy: normalizer must be positive, got {normalizer}")
     loss = -(picked * weights).sum() / logits.dtype.type(count)
     return loss, (logp, flat_t, weights, count, logits.shape)
 

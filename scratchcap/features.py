@@ -52,9 +52,44 @@ def _check_identity(path, cache, identity):
             "choose another --out or delete it")
 
 
+def _merge(out, shard_dir, failed, attrs, dtype):
+    """Rank 0, after every rank is done: out and every shard (any rank's) into out, atomically; shards removed."""
+    parts = ([out] if os.path.exists(out) else []) + sorted(glob.glob(os.path.join(shard_dir, "shard-*.h5")))
+    if failed:  # failures of ranks that read no image: a shard of their own, shaped like the others
+        if not parts:
+            raise CacheError(f"none of the {len(failed)} images could be read, e.g. "
+                             + "; ".join(f"{i}: {why}" for i, why in failed[:3]))
+        with FeatureCache(parts[-1]) as previous:
+            region = previous.region_shape
+        os.makedirs(shard_dir, exist_ok=True)
+        shard = os.path.join(shard_dir, "shard-failed-000000.h5")
+        write_cache(shard, np.zeros((0,) + tuple(region), dtype=dtype), [], failed, attrs=attrs)
+        parts.append(shard)
+    if parts and parts != [out]:
+        with FeatureCache(parts[-1]) as last:
+            attrs = dict(last.attrs)
+        attrs.pop("format", None)
+        attrs.pop("format_version", None)
+        merge_caches(out, parts, attrs)
+        for shard in parts:
+            if shard != out:
+                os.remove(shard)
+        if os.path.isdir(shard_dir) and not os.listdir(shard_dir):
+            os.rmdir(shard_dir)
+
+
 def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=False, dtype="float16",
-            batch_size=8, progress=True, log=print, shard_size=SHARD_SIZE):
-    """Compute ``layer`` for every image path not yet in ``out``; returns a summary dict."""
+            batch_size=8, progress=True, log=print, shard_size=SHARD_SIZE, world=None):
+    """Compute ``layer`` for every image path not yet in ``out``; returns a summary dict.
+
+    With an MPI ``world`` (scratchcap.distributed) the images still to do are dealt out over the ranks;
+    each rank writes its own shard files (shard-RANK-K.h5, atomically), and rank 0 merges every shard
+    into ``out`` once all ranks are done. A killed job resumes with any number of ranks: whatever
+    any shard holds is skipped.
+    """
+    from .distributed import SingleProcess
+
+    world = world or SingleProcess()
     identity = dict(weights_sha256=weights_fingerprint(model), layer=layer,
                     preprocessing=model.preprocessing, image_size=image_size, crop=int(crop), dtype=dtype)
     done, parts = set(), []
@@ -73,19 +108,22 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
         parts.append(shard)
 
     todo = [p for p in paths if os.path.basename(p) not in done]
-    log(f"{len(paths)} images: {len(paths) - len(todo)} already cached, {len(todo)} to compute")
+    log(f"{len(paths)} images: {len(paths) - len(todo)} already cached, {len(todo)} to compute"
+        + (f" on {world.size} ranks" if world.size > 1 else ""))
+    todo = todo[world.rank::world.size]  # dealt out: neighbouring images (similar sizes) spread over the ranks
     bar = progress_bar(len(todo), f"VGG-16 {layer}", "img", enabled=progress and bool(todo))
     feats, ids, failed = [], [], []
     n_failed = 0
     start = time.perf_counter()
-    next_shard = len(glob.glob(os.path.join(shard_dir, "shard-*.h5")))
+    mine = glob.glob(os.path.join(shard_dir, f"shard-{world.rank:03d}-*.h5"))  # this rank's, from an earlier try
+    next_shard = 1 + max((int(os.path.basename(m)[10:16]) for m in mine), default=-1)
 
     def flush():
         nonlocal feats, ids, failed, next_shard
         if not ids and not failed:
             return
         os.makedirs(shard_dir, exist_ok=True)
-        shard = os.path.join(shard_dir, f"shard-{next_shard:06d}.h5")
+        shard = os.path.join(shard_dir, f"shard-{world.rank:03d}-{next_shard:06d}.h5")  # no two ranks share a name
         # A shard of failures alone takes the region shape of the shards before it.
         region = feats[0].shape[1:] if feats else grid_shape
         if region is None:
@@ -121,26 +159,17 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
         bar.update(len(batch_paths))
         if grid_shape is not None and len(ids) + len(failed) >= shard_size:
             flush()
-    if failed and grid_shape is None and not parts:
-        raise CacheError(f"none of the {len(failed)} images could be read, e.g. "
-                         + "; ".join(f"{i}: {why}" for i, why in failed[:3]))
-    if grid_shape is not None or failed:
-        flush()
+    if grid_shape is not None:
+        flush()  # features and failures; a rank that read no image hands its failures to rank 0 below
     bar.close()
     elapsed = time.perf_counter() - start
-    computed = len(todo) - n_failed
-
-    if parts and parts != [out]:
-        with FeatureCache(parts[-1]) as last:
-            attrs = dict(last.attrs)
-        attrs.pop("format", None)
-        attrs.pop("format_version", None)
-        merge_caches(out, parts, attrs)
-        for shard in parts:
-            if shard != out:
-                os.remove(shard)
-        if os.path.isdir(shard_dir) and not os.listdir(shard_dir):
-            os.rmdir(shard_dir)
+    leftovers = world.gather(failed if grid_shape is None else [])
+    computed = sum(world.gather(len(todo) - n_failed) or [0])
+    n_failed = sum(world.gather(n_failed) or [0])
+    world.barrier()  # every rank's shards are written
+    if world.rank == 0:
+        _merge(out, shard_dir, [f for part in leftovers for f in part], attrs, dtype)
+    world.barrier()  # the merged cache is whole before anyone reads it
     with FeatureCache(out) as cache:
         total, total_failed = len(cache), len(cache.failed)
     summary = dict(images=len(paths), computed=computed, failed_now=n_failed, cached=total,
@@ -168,6 +197,8 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N images (quick runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_argument(parser)
+    from .distributed import DistributedError, add_distributed_argument, get_world
+    add_distributed_argument(parser)
     args = parser.parse_args(argv)
     from .memory import keep_freed_memory
     keep_freed_memory()
@@ -180,16 +211,32 @@ def main(argv=None) -> int:
     if not paths:
         print("error: no images found", file=sys.stderr)
         return 2
+    world = None
     try:
         from .vgg16 import VGG16
+        world = get_world(args.distributed)
         device = resolve_device(args.device)
+        if world.rank == 0:  # the weights are fetched once, not by every rank at the same time
+            ensure_weights(args.weights)
+        world.barrier()
         model = VGG16.load(ensure_weights(args.weights), device=device, widths=None)
+        quiet = world.rank != 0
         summary = extract(paths, args.out, model, layer=args.layer, image_size=args.image_size,
                           crop=args.crop, dtype=args.dtype, batch_size=args.batch_size,
-                          progress=not args.no_progress)
-    except (WeightFileError, FetchError, CacheError, DeviceUnavailableError, ValueError) as exc:
+                          progress=not args.no_progress and not quiet,
+                          log=(lambda *_: None) if quiet else print, world=world)
+    except (WeightFileError, FetchError, CacheError, DeviceUnavailableError, DistributedError, ValueError) as exc:
+        if world is not None and world.size > 1:
+            world.abort(f"error: {exc}", 2)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if world is not None and world.size > 1:
+            import traceback
+            world.abort(f"failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}", 1)
+        raise
+    if world.rank != 0:
+        return 0
     print(" ".join(f"{k}={v}" for k, v in summary.items()))
     print(f"wrote {args.out}")
     return 0

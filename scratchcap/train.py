@@ -354,7 +354,7 @@ def train_step(model, params, examples, indices, features, cfg, rng, world, allr
     """
     lo, hi = shard_bounds(len(indices), world.rank, world.size)
     mine = indices[lo:hi] or indices[:1]
-    batch = make_batch(examples, mine, features)
+    batch = make_batch(examples, mine, features, length=max(len(examples[k][1]) for k in indices))
     batch["features"] = batch["features"].astype(cfg.get("dtype", "float32"), copy=False)
     batch = {k: (to_device(v, device) if k != "image_ids" else v) for k, v in batch.items()}
     batch.update(batch_totals(examples, indices))

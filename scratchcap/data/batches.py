@@ -70,10 +70,12 @@ def epoch_batches(examples, batch_size, seed, epoch, bucket=False):
     return [batches[k] for k in rng.permutation(len(batches))]
 
 
-def make_batch(examples, indices, features, pad_id=0):
+def make_batch(examples, indices, features, pad_id=0, length=None):
+    """The batch of examples ``indices``; ``length`` pads the captions to T+1 = length (a data-parallel shard
+    pads to its whole batch's longest caption, so that every rank's arrays, and dropout masks, have one shape)."""
     ids = [examples[k][0] for k in indices]
     caps = [examples[k][1] for k in indices]
-    T1 = max(len(c) for c in caps)
+    T1 = max(len(c) for c in caps) if length is None else length
     captions = np.full((len(caps), T1), pad_id, dtype=np.int64)
     for n, c in enumerate(caps):
         captions[n, :len(c)] = c

@@ -380,6 +380,9 @@ def train(args, log=_log, world=None):
         log = _quiet
     commit = _commit()  # the code that this run starts with
     device = resolve_device(args.device)
+    if device == "gpu" and world.size > 1:
+        from .distributed.world import use_local_gpu
+        log(f"rank {world.rank} on GPU {use_local_gpu(world)}")
     cfg, run_dir, resume = world.bcast(_open_run(args) if root else None)
     model = get_model(cfg["model"])
     if not root:

@@ -13,9 +13,7 @@ import pytest
 from scratchcap.checkpoint import load_checkpoint
 from scratchcap.distributed import SingleProcess, ShardRng, batch_totals, get_world, shard_bounds
 from scratchcap.feature_cache import FeatureCache
-from scratchcap.weights import save_weights
 from tolerances import assert_close
-from vgg_fixtures import TINY_WIDTHS, random_layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOBS = os.path.join(ROOT, "tests", "mpi_jobs.py")
@@ -30,7 +28,7 @@ def _mpiexec():
 
 def _mpi_reason():
     try:
-        import mpi4py  # noqa: F401
+        import mpi4py  # noqa: F401  (is it installed?)
     except ImportError:
         return "mpi4py is not installed (pip install '.[mpi]')"
     if _mpiexec() is None:
@@ -121,14 +119,6 @@ def test_one_process_world_and_asking_for_mpi_without_it(monkeypatch):
 
 
 # ---- training under mpiexec ---------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mpi")
-    weights = root / "tiny.h5"
-    save_weights(weights, random_layers(11), preprocessing="caffe", source="test", widths=TINY_WIDTHS)
-    return root, weights
-
 
 def _args(root, weights, out, model, *extra):
     # float64, dropout on, batches of 7: shards of 4 and 3 rows with different token counts, and the last batch

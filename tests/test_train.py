@@ -9,18 +9,7 @@ import pytest
 from scratchcap import train as train_module
 from scratchcap.checkpoint import load_checkpoint
 from scratchcap.models import gru_attention
-from scratchcap.weights import save_weights
 from tolerances import relative_norm_error, rtol
-from vgg_fixtures import TINY_WIDTHS, random_layers
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """A tiny shapes data set and tiny VGG weights, shared by the tests (features are cached once)."""
-    root = tmp_path_factory.mktemp("train")
-    weights = root / "tiny.h5"
-    save_weights(weights, random_layers(11), preprocessing="caffe", source="test", widths=TINY_WIDTHS)
-    return root, weights
 
 
 def _args(root, weights, out, *extra):

@@ -113,6 +113,16 @@ def get_world(mode="auto"):
     return world
 
 
+def use_local_gpu(world):
+    """Each rank on the GPU of its local rank (ranks of one machine share it round robin); the device's id."""
+    import cupy
+
+    count = cupy.cuda.runtime.getDeviceCount()
+    device = world.local_rank % max(count, 1)
+    cupy.cuda.Device(device).use()
+    return device
+
+
 def add_distributed_argument(parser):
     parser.add_argument("--distributed", choices=["auto", "off", "mpi"], default="auto",
                         help="data-parallel over MPI ranks: auto (when run under mpiexec with 2+ ranks), "

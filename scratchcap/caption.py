@@ -28,6 +28,9 @@ def main(argv=None):
                    "(with several images, one file each: NAME-1.png, NAME-2.png, ...)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--allow-unk", action="store_true", help="let decoding emit <unk> (for analysis)")
+    p.add_argument("--length-penalty", type=float, default=0.0, metavar="ALPHA",
+                   help="rank beams by logprob / ((5 + length) / 6) ** ALPHA (GNMT; default 0: off)")
+    p.add_argument("--block-trigrams", action="store_true", help="forbid a beam to repeat one of its trigrams")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                    help=f"refuse images whose header claims more pixels (default {MAX_PIXELS}, Pillow's)")
     add_device_argument(p)
@@ -48,7 +51,8 @@ def main(argv=None):
         from .plots import attention_figure, save_png
         cap = Captioner.load(args.checkpoint, device=resolve_device(args.device), weights=args.weights,
                              log=lambda m: print(m, file=sys.stderr))
-        results = cap.caption(images, beam=args.beam, allow_unk=args.allow_unk)
+        results = cap.caption(images, beam=args.beam, allow_unk=args.allow_unk,
+                              length_penalty_alpha=args.length_penalty, block_trigrams=args.block_trigrams)
     except (CheckpointError, WeightFileError, DeviceUnavailableError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

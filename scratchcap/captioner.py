@@ -53,10 +53,11 @@ class Captioner:
         self.grid = (rows, cols)
         return act.reshape(n, rows * cols, d)
 
-    def caption(self, images, beam=3, max_length=None, batch_size=8, allow_unk=False):
+    def caption(self, images, beam=3, max_length=None, batch_size=8, **options):
+        """Results of decode() for PIL images; options: allow_unk, length_penalty_alpha, block_trigrams."""
         out = []
         for s in range(0, len(images), batch_size):
             feats = self.features(images[s:s + batch_size])
             out += decode(self.model, self.params, feats, self.cfg, self.vocab, beam=beam,
-                          max_length=max_length or self.cfg["max_length"], allow_unk=allow_unk)
+                          max_length=max_length or self.cfg["max_length"], **options)
         return out

@@ -100,8 +100,32 @@ def greedy(model, params, features, cfg, vocab, max_length=20, allow_unk=False):
     return [_result(vocab, ids[n], logprob[n], None if stacked is None else stacked[n]) for n in range(N)]
 
 
-def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, length_norm=False, allow_unk=False):
-    """Beam search over all images at once; with beam=1 it is exactly greedy()."""
+def _block_repeated_trigrams(logp, history):
+    """logp (N, k, V): -inf for every word that would make a beam repeat one of its own trigrams.
+
+    history (N, k, t): beam (n, b) ends in words (x, y); wherever x, y stood earlier, followed by z,
+    the word z is blocked now (Paulus et al. 2018's trigram blocking, against "a dog and a dog and").
+    """
+    t = history.shape[2]
+    if t < 3:
+        return
+    x, y = history[:, :, t - 2:t - 1], history[:, :, t - 1:t]
+    n, b, i = np.nonzero((history[:, :, :t - 2] == x) & (history[:, :, 1:t - 1] == y))
+    logp[n, b, history[n, b, i + 2]] = -np.inf
+
+
+def length_penalty(lengths, alpha):
+    """GNMT's lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al. 2016); beams are ranked by logprob / lp."""
+    return ((5.0 + lengths) / 6.0) ** alpha
+
+
+def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, length_norm=False, allow_unk=False,
+                length_penalty_alpha=0.0, block_trigrams=False):
+    """Beam search over all images at once; with beam=1 it is exactly greedy().
+
+    ``length_penalty_alpha`` > 0 ranks the finished beams by logprob / lp (GNMT); ``block_trigrams`` forbids
+    a word that would repeat a trigram of the beam's own caption.
+    """
     xp = get_array_module(features)
     N, k = features.shape[0], beam
     enc, state = model.decode_start(params, features, cfg)
@@ -119,6 +143,8 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         if not allow_unk:
             logp[:, :, vocab.unk] = -np.inf
         V = logp.shape[2]
+        if block_trigrams:
+            _block_repeated_trigrams(logp, history)
         # A finished beam may only continue with <pad>, at no cost, so that it keeps its score.
         logp[finished] = -np.inf
         logp[finished, vocab.pad] = 0.0
@@ -141,6 +167,8 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         if finished.all():
             break
     final = scores / np.maximum(lengths, 1) if length_norm else scores
+    if length_penalty_alpha:
+        final = final / length_penalty(lengths, length_penalty_alpha)
     results = []
     for n in range(N):
         ranked = [b for b in np.argsort(-final[n], kind="stable") if np.isfinite(scores[n, b])]
@@ -153,13 +181,16 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
 
 
 def decode(model, params, features, cfg, vocab, beam=1, max_length=20, length_norm=False, batch_size=64,
-           allow_unk=False):
-    """Captions for many images, in batches; beam=1 is greedy. <unk> is never emitted unless allow_unk."""
+           allow_unk=False, length_penalty_alpha=0.0, block_trigrams=False):
+    """Captions for many images, in batches; beam=1 is greedy. <unk> is never emitted unless allow_unk.
+
+    The length penalty and trigram blocking apply to beam search (beam > 1)."""
     out = []
     for s in range(0, features.shape[0], batch_size):
         f = features[s:s + batch_size]
         if beam == 1:
             out += greedy(model, params, f, cfg, vocab, max_length, allow_unk)
         else:
-            out += beam_search(model, params, f, cfg, vocab, beam, max_length, length_norm, allow_unk)
+            out += beam_search(model, params, f, cfg, vocab, beam, max_length, length_norm, allow_unk,
+                               length_penalty_alpha, block_trigrams)
     return out

@@ -59,8 +59,16 @@ def _features_for(ckpt, records, device, log, progress=False):
     return np.concatenate(chunks)
 
 
+def repeated_bigram_share(hyps: dict) -> float:
+    """The share of captions in which some word pair occurs twice ("a black dog and a black dog")."""
+    def repeats(words):
+        pairs = list(zip(words, words[1:]))
+        return len(pairs) != len(set(pairs))
+    return sum(repeats(h.split()) for h in hyps.values()) / max(len(hyps), 1)
+
+
 def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", limit=None, log=print, progress=False,
-             allow_unk=False):
+             allow_unk=False, length_penalty_alpha=0.0, block_trigrams=False):
     ckpt = load_checkpoint(ckpt_path)
     cfg = ckpt["config"]
     model, vocab = get_model(ckpt["model"]), Vocabulary.from_json(ckpt["vocabulary"])
@@ -77,11 +85,13 @@ def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", li
     bar = progress_bar(len(records), f"decoding, beam {beam}", "img", enabled=progress)
     for s in range(0, len(records), 64):
         results += decode(model, params, to_device(feats[s:s + 64], device), cfg, vocab, beam=beam,
-                          max_length=cfg["max_length"], allow_unk=allow_unk)
+                          max_length=cfg["max_length"], allow_unk=allow_unk,
+                          length_penalty_alpha=length_penalty_alpha, block_trigrams=block_trigrams)
         bar.update(min(64, len(records) - s))
     bar.close()
     hyps = {r.image_id: " ".join(res["words"]) for r, res in zip(records, results)}
     scores = score({r.image_id: r.captions for r in records}, hyps)
+    scores["repeated_pairs"] = repeated_bigram_share(hyps)
     if dataset == "shapes":
         from .data.shapes import shapes_scores
         scores.update(shapes_scores(records, results, cfg["grid"], cfg["image_size"]))
@@ -101,6 +111,9 @@ def main(argv=None):
     p.add_argument("--results", help="write the captions here, COCO results format")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--allow-unk", action="store_true", help="let decoding emit <unk> (for analysis)")
+    p.add_argument("--length-penalty", type=float, default=0.0, metavar="ALPHA",
+                   help="rank beams by logprob / ((5 + length) / 6) ** ALPHA (GNMT; default 0: off)")
+    p.add_argument("--block-trigrams", action="store_true", help="forbid a beam to repeat one of its trigrams")
     add_device_argument(p)
     args = p.parse_args(argv)
     try:
@@ -114,7 +127,9 @@ def main(argv=None):
         for path in paths:
             table[path], captions[path] = evaluate(path, args.dataset, args.data_dir, args.split, args.beam, device,
                                                    args.limit, log=lambda m: print(m, file=sys.stderr),
-                                                   progress=not args.no_progress, allow_unk=args.allow_unk)
+                                                   progress=not args.no_progress, allow_unk=args.allow_unk,
+                                                   length_penalty_alpha=args.length_penalty,
+                                                   block_trigrams=args.block_trigrams)
     except (CheckpointError, DatasetError, WeightFileError, DeviceUnavailableError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

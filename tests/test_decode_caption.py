@@ -357,3 +357,53 @@ def test_evaluate_reads_the_training_feature_cache_instead_of_running_vgg16(tiny
                             vocab=VOCAB)
     with pytest.raises(AssertionError, match="VGG-16 ran"):
         evaluate.evaluate(other, "shapes", data, beam=2, log=lambda *_: None)
+
+
+class Repeater:
+    """A table that loves "w0 w1" over and over: after w0 comes w1 (0.9); after w1, w0 (``loop``) or <end>."""
+
+    def __init__(self, loop, end):
+        self.loop, self.end = loop, end
+
+    @staticmethod
+    def decode_start(p, features, cfg):
+        return None, np.zeros(len(features), dtype=np.int64)
+
+    def decode_step(self, p, enc, state, words):
+        logp = np.full((len(words), len(VOCAB)), -9.0)
+        for n, w in enumerate(words):
+            if w == 4:
+                logp[n, 5], logp[n, 6] = np.log(0.9), np.log(0.05)
+            elif w == 5:
+                logp[n, 4], logp[n, VOCAB.end], logp[n, 7] = np.log(self.loop), np.log(self.end), np.log(0.04)
+            else:
+                logp[n, 4] = np.log(0.9)
+        return logp, state + 1, None
+
+
+def test_trigram_blocking_stops_a_beam_repeating_itself():
+    feats = np.zeros((2, 1, 1))
+    looper = Repeater(loop=0.85, end=0.1)
+    free = beam_search(looper, None, feats, {}, VOCAB, beam=2, max_length=9)[0]["words"]
+    assert free[:5] == ["w0", "w1", "w0", "w1", "w0"]  # the model's loop, unblocked
+    for res in beam_search(looper, None, feats, {}, VOCAB, beam=2, max_length=9, block_trigrams=True):
+        trigrams = list(zip(res["words"], res["words"][1:], res["words"][2:]))
+        assert len(trigrams) == len(set(trigrams)), res["words"]
+        assert res["words"][:3] == ["w0", "w1", "w0"] or res["words"][:2] == ["w0", "w1"]
+
+
+def test_the_length_penalty_favours_longer_captions_as_alpha_grows():
+    from scratchcap.decode import length_penalty
+
+    assert length_penalty(np.array([1]), 0.0)[0] == 1.0 and length_penalty(np.array([7]), 1.0)[0] == 2.0
+    feats = np.zeros((1, 1, 1))
+    lengths = [len(beam_search(Repeater(loop=0.6, end=0.3), None, feats, {}, VOCAB, beam=3, max_length=8,
+                               length_penalty_alpha=a)[0]["words"]) for a in (0.0, 1.0, 3.0)]
+    assert lengths == sorted(lengths) and lengths[-1] > lengths[0]
+
+
+def test_evaluate_reports_how_often_captions_repeat_a_word_pair():
+    from scratchcap.evaluate import repeated_bigram_share
+
+    hyps = {"a": "a black dog and a black dog", "b": "a dog runs", "c": "a man and a woman", "d": "two men"}
+    assert repeated_bigram_share(hyps) == 0.25

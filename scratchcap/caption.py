@@ -14,6 +14,7 @@ import sys
 
 from .backend import DeviceUnavailableError, add_device_argument, resolve_device
 from .checkpoint import CheckpointError
+from .decode import add_decoding_arguments
 from .images import MAX_PIXELS, ImageError, load_image
 from .weights import WeightFileError
 
@@ -28,9 +29,7 @@ def main(argv=None):
                    "(with several images, one file each: NAME-1.png, NAME-2.png, ...)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--allow-unk", action="store_true", help="let decoding emit <unk> (for analysis)")
-    p.add_argument("--length-penalty", type=float, default=0.0, metavar="ALPHA",
-                   help="rank beams by logprob / ((5 + length) / 6) ** ALPHA (GNMT; default 0: off)")
-    p.add_argument("--block-trigrams", action="store_true", help="forbid a beam to repeat one of its trigrams")
+    add_decoding_arguments(p)
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                    help=f"refuse images whose header claims more pixels (default {MAX_PIXELS}, Pillow's)")
     add_device_argument(p)

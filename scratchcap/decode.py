@@ -175,7 +175,8 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         b = ranked[0] if ranked else 0
         att = None if att_history is None else att_history[n, b]
         res = _result(vocab, history[n, b], scores[n, b], att)
-        res["beams"] = [dict(words=vocab.decode(history[n, r]), logprob=float(scores[n, r])) for r in ranked]
+        res["beams"] = [dict(words=vocab.decode(history[n, r]), logprob=float(scores[n, r]), score=float(final[n, r]))
+                        for r in ranked]  # score: what ranked them (logprob, length-normalised or penalised)
         results.append(res)
     return results
 
@@ -194,3 +195,22 @@ def decode(model, params, features, cfg, vocab, beam=1, max_length=20, length_no
             out += beam_search(model, params, f, cfg, vocab, beam, max_length, length_norm, allow_unk,
                                length_penalty_alpha, block_trigrams)
     return out
+
+
+# Measured on the Flickr8k dev split with the released model (docs/results.md): at beam 3, trigram blocking and
+# a length penalty of 0.6 together raise CIDEr from 0.461 to 0.478 and cut the captions that repeat a word pair
+# from 10.4% to 8.4%, so the commands use both unless told otherwise; the functions above default to neither.
+DEFAULT_LENGTH_PENALTY = 0.6
+DEFAULT_BLOCK_TRIGRAMS = True
+
+
+def add_decoding_arguments(parser):
+    """--length-penalty and --block-trigrams / --no-block-trigrams, with the measured defaults."""
+    import argparse
+
+    parser.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, metavar="ALPHA",
+                        help="beam search ranks by logprob / ((5 + length) / 6) ** ALPHA (GNMT; default "
+                             f"{DEFAULT_LENGTH_PENALTY}; 0: off)")
+    parser.add_argument("--block-trigrams", action=argparse.BooleanOptionalAction, default=DEFAULT_BLOCK_TRIGRAMS,
+                        help="forbid a beam to repeat one of its own trigrams (default: on)")
+    return parser

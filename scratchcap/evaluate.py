@@ -20,7 +20,7 @@ from .atomic import write_json
 from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DatasetError, Vocabulary, load_dataset
-from .decode import decode
+from .decode import add_decoding_arguments, decode
 from .feature_cache import CacheError, FeatureCache
 from .metrics import score
 from .models import get_model
@@ -111,9 +111,7 @@ def main(argv=None):
     p.add_argument("--results", help="write the captions here, COCO results format")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--allow-unk", action="store_true", help="let decoding emit <unk> (for analysis)")
-    p.add_argument("--length-penalty", type=float, default=0.0, metavar="ALPHA",
-                   help="rank beams by logprob / ((5 + length) / 6) ** ALPHA (GNMT; default 0: off)")
-    p.add_argument("--block-trigrams", action="store_true", help="forbid a beam to repeat one of its trigrams")
+    add_decoding_arguments(p)
     add_device_argument(p)
     args = p.parse_args(argv)
     try:

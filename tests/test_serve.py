@@ -54,7 +54,7 @@ def test_a_caption_with_every_field(server):
     assert body["caption"] == " ".join(body["words"]) and body["words"]
     assert isinstance(body["logprob"], float) and body["beam"] == 3
     assert len(body["hypotheses"]) == 2 and body["hypotheses"][0]["caption"] == body["caption"]
-    assert body["hypotheses"][0]["logprob"] >= body["hypotheses"][1]["logprob"]
+    assert body["hypotheses"][0]["score"] >= body["hypotheses"][1]["score"]  # best first, by what ranked them
     att = np.asarray(body["attention"])
     # one map per word, and one for the <end> that closed the caption (none where max_length cut it)
     assert att.shape[1] == 4 and att.shape[0] in (len(body["words"]), len(body["words"]) + 1)

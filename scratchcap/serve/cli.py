@@ -34,7 +34,9 @@ def _parser():
     p.add_argument("--read-timeout", type=float, default=10.0, help="seconds a request's body may take (408)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     from ..backend import add_device_argument
+    from ..decode import add_decoding_arguments
     add_device_argument(p)
+    add_decoding_arguments(p)
     return p
 
 
@@ -78,7 +80,8 @@ def build(args, log=print):
     if not 1 <= args.beam <= args.max_beam:
         raise ValueError(f"--beam must be from 1 to --max-beam ({args.max_beam}), got {args.beam}")
     worker = CaptionWorker(captioner, queue_size=args.queue, batch_window_ms=args.batch_window_ms,
-                           max_batch=args.max_batch)
+                           max_batch=args.max_batch, decode_options=dict(length_penalty_alpha=args.length_penalty,
+                                                                         block_trigrams=args.block_trigrams))
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_pixels,
                     read_timeout=args.read_timeout, deadline=args.timeout, max_beam=args.max_beam)
     app = create_app(worker, model_summary(captioner, path), limits, default_beam=args.beam,

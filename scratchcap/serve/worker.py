@@ -42,8 +42,9 @@ class Job:
 class CaptionWorker:
     """Captions jobs from a bounded queue on one thread; ``captioner`` is a scratchcap.captioner.Captioner."""
 
-    def __init__(self, captioner, queue_size=16, batch_window_ms=10.0, max_batch=16):
+    def __init__(self, captioner, queue_size=16, batch_window_ms=10.0, max_batch=16, decode_options=None):
         self.captioner = captioner
+        self.decode_options = dict(decode_options or {})  # length_penalty_alpha, block_trigrams
         self.jobs = queue.Queue(maxsize=max(1, int(queue_size)))
         self.batch_window = max(0.0, float(batch_window_ms)) / 1e3
         self.max_batch = max(1, int(max_batch))
@@ -122,14 +123,14 @@ class CaptionWorker:
             t0 = time.monotonic()
             sub = feats[to_device(np.asarray(idx), cap.device)] if len(idx) < len(jobs) else feats
             out = decode(cap.model, cap.params, sub, cap.cfg, cap.vocab, beam=beam,
-                         max_length=cap.cfg["max_length"], batch_size=len(idx))
+                         max_length=cap.cfg["max_length"], batch_size=len(idx), **self.decode_options)
             decode_s = time.monotonic() - t0
             for i, res in zip(idx, out):
                 job = jobs[i]
                 beams = res.get("beams") or [dict(words=res["words"], logprob=res["logprob"])]
                 answer = dict(caption=" ".join(res["words"]), words=res["words"], logprob=res["logprob"],
-                              hypotheses=[dict(caption=" ".join(h["words"]), words=h["words"],
-                                               logprob=h["logprob"]) for h in beams[: job.n]],
+                              hypotheses=[dict(caption=" ".join(h["words"]), words=h["words"], logprob=h["logprob"],
+                                               score=h.get("score", h["logprob"])) for h in beams[: job.n]],
                               timing_ms=dict(queue=round((start - job.queued_at) * 1e3, 2),
                                              vgg16=round(vgg_s * 1e3, 2), decode=round(decode_s * 1e3, 2)),
                               batch=len(jobs))

@@ -229,3 +229,29 @@ def test_the_features_command_under_mpiexec(workspace, images, tmp_path):
     assert proc.stdout.count("wrote") == 1 and "on 2 ranks" in proc.stdout  # rank 0 speaks for the job
     ids, _, failed = _cache(out)
     assert len(ids) == 11 and list(failed) == ["im99.png"]
+
+
+@needs_mpi
+def test_sigterm_to_the_job_stops_every_rank_and_the_run_resumes(workspace):
+    """A scheduler's SIGTERM reaches mpiexec, which passes it to the ranks: the job ends, checkpoint-last stays."""
+    import signal
+
+    root, weights = workspace
+    out = root / "terminated"
+    args = _args(root, weights, out, "gru-attention", "--epochs", "3", "--checkpoint-every", "1")
+    env = dict(os.environ, **MPI_ENV)
+    proc = subprocess.Popen([_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "scratchcap.train", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint-last.h5").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and time.monotonic() - started < 60, err[-2000:]
+    assert load_checkpoint(out / "checkpoint-last.h5")["progress"]["step"] >= 1  # whole, and loadable
+    resumed = _run(1, "--resume", str(out), "--no-progress")  # on to the 3 epochs it was started for
+    assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -4,7 +4,6 @@ Everywhere else the same checks run against the CuPy stand-in (tests/hostcupy), 
 GPU branches (fused kernels, one block per layer), and must catch a kernel that is wrong on the
 device side only.
 """
-import os
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Metrics: hand-checked values, edge cases, and equality with pycocoevalcap where it is installed."""
 import math
 
-import numpy as np
 import pytest
 
 from scratchcap import metrics

@@ -39,11 +39,11 @@ def cases(shapes=FULL):
 
 
 def main(argv=None):
-    from scratchcap.paths import LEGACY_WEIGHTS, resolve_weights  # no NumPy: the thread settings come first
+    from scratchcap.paths import default_weights_path  # no NumPy: the thread settings come first
     p = argparse.ArgumentParser(prog="python benchmarks/host_vs_device.py", description=__doc__.splitlines()[2])
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--weights", default=resolve_weights(LEGACY_WEIGHTS),
-                   help="VGG-16 weights (default: weights/vgg16_imagenet.h5 where present, else the user cache)")
+    p.add_argument("--weights", default=default_weights_path(),
+                   help="VGG-16 weights (default: the user cache's; random ones where missing)")
     p.add_argument("--small", action="store_true", help="tiny shapes: checks that it runs, measures nothing")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args(argv)

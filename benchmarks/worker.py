@@ -395,7 +395,7 @@ def gpu_info(lib):
 
 
 def main(argv=None):
-    from scratchcap.paths import LEGACY_WEIGHTS, resolve_weights  # no NumPy: the thread settings come first
+    from scratchcap.paths import default_weights_path  # no NumPy: the thread settings come first
     p = argparse.ArgumentParser()
     p.add_argument("--lib", choices=LIBS, required=True)
     p.add_argument("--case", choices=CASES, help="one case (with --batch); or give --jobs")
@@ -404,8 +404,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--small", action="store_true", help="tiny shapes: a smoke test, not a measurement")
-    p.add_argument("--weights", default=resolve_weights(LEGACY_WEIGHTS),
-                   help="VGG-16 weights (default: weights/vgg16_imagenet.h5 where present, else the user cache)")
+    p.add_argument("--weights", default=default_weights_path(),
+                   help="VGG-16 weights (default: the user cache's; random ones where missing)")
     args = p.parse_args(argv)
     if (args.case is None) == (args.jobs is None):
         p.error("give one of --case and --jobs")

@@ -23,7 +23,6 @@ from pathlib import Path
 
 IMAGENET = "imagenet"  # stands for the default ImageNet weights wherever a weight path is asked for
 WEIGHTS_FILE = "vgg16_imagenet.h5"
-LEGACY_WEIGHTS = os.path.join("weights", WEIGHTS_FILE)  # the default before the user cache (old configs hold it)
 
 
 def cache_home() -> Path:
@@ -48,17 +47,16 @@ def features_dir() -> str:
 
 
 def is_default_weights(path) -> bool:
-    """True for the names that mean 'the ImageNet weights, wherever the user cache keeps them'."""
-    return path in (None, "", IMAGENET) or os.path.normpath(str(path)) == LEGACY_WEIGHTS
+    """True for the names that mean 'the ImageNet weights, wherever the user cache keeps them'.
+
+    Checkpoints written before the user cache hold the name weights/vgg16_imagenet.h5; it is read as this
+    name, never as a path under the current folder.
+    """
+    return path in (None, "", IMAGENET) or Path(str(path)).parts == ("weights", WEIGHTS_FILE)
 
 
 def resolve_weights(path=None) -> str:
-    """The weight file to open for ``path``: itself, or for the default names the user cache's file.
-
-    An existing file always wins, so a checkout that still has weights/vgg16_imagenet.h5 uses it.
-    """
-    if path not in (None, "", IMAGENET) and os.path.exists(path):
-        return str(path)
+    """The weight file to open for ``path``: the user cache's for the default names, else ``path`` itself."""
     return default_weights_path() if is_default_weights(path) else str(path)
 
 

@@ -6,7 +6,7 @@ them skip cleanly where they are missing.
 """
 import os
 
-from scratchcap.paths import LEGACY_WEIGHTS, default_weights_path
+from scratchcap.paths import WEIGHTS_FILE, default_weights_path
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -14,7 +14,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _real_weights():
     if os.environ.get("SCRATCHCAP_VGG_WEIGHTS"):
         return os.environ["SCRATCHCAP_VGG_WEIGHTS"]
-    for path in (default_weights_path(), os.path.join(_REPO, LEGACY_WEIGHTS)):
+    for path in (default_weights_path(), os.path.join(_REPO, "weights", WEIGHTS_FILE)):
         if os.path.exists(path):
             return path
     return default_weights_path()

@@ -87,3 +87,25 @@ def test_real_fetch(tmp_path):
     fetch(str(out), log=lambda *_: None, source=IMAGENET)
     layers, attrs = load_weights(out)
     assert attrs["preprocessing"] == "caffe" and layers["block5_conv3"][0].shape == (3, 3, 512, 512)
+
+
+def test_default_names_mean_the_user_cache_never_the_current_folder(tmp_path, monkeypatch):
+    from scratchcap.paths import default_weights_path, resolve_weights
+    from scratchcap.weights.fetch import ensure_weights
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("SCRATCHCAP_HOME", str(home))
+    cached = home / "weights" / "vgg16_imagenet.h5"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"the cache's file")
+    work = tmp_path / "work"
+    (work / "weights").mkdir(parents=True)
+    (work / "weights" / "vgg16_imagenet.h5").write_bytes(b"a file under the current folder")
+    monkeypatch.chdir(work)
+    assert default_weights_path() == str(cached)
+    for name in (None, "", "imagenet", "weights/vgg16_imagenet.h5", "./weights/vgg16_imagenet.h5"):
+        assert resolve_weights(name) == str(cached), name  # old checkpoints hold the relative name
+        assert ensure_weights(name, log=lambda *_: None) == str(cached), name
+    other = tmp_path / "mine.h5"
+    other.write_bytes(b"x")
+    assert resolve_weights(str(other)) == str(other)  # an explicit path is itself

@@ -20,14 +20,17 @@ MAX_PIXELS = 89_478_485  # Pillow's own default budget (about 9500 x 9500); a 10
 
 
 class ImageError(ValueError):
-    """An image that cannot be read; ``reason`` says why in a few words."""
+    """An image that cannot be read; ``reason`` says why in a few words, ``kind`` which way it failed.
 
-    def __init__(self, path, reason: str):
+    kind: "unreadable" (missing, a folder, empty), "format" (not one we open), "too_large" (over the pixel
+    budget), "truncated", "corrupt", "memory".
+    """
+
+    def __init__(self, path, reason: str, kind: str = "corrupt"):
         super().__init__(f"{path}: {reason}")
-        self.path, self.reason = str(path), reason
+        self.path, self.reason, self.kind = str(path), reason, kind
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
@@ -88,37 +91,38 @@ def _decode(data: bytes, name, max_pixels):
                 w, h = im.size
                 if w * h > budget:
                     raise ImageError(name, f"the image claims {w}x{h} = {w * h} pixels, more than the "
-                                           f"limit of {budget} (a decompression bomb, or a very large photo)")
+                                           f"limit of {budget} (a decompression bomb, or a very large photo)",
+                                     "too_large")
                 if im.format == "PNG":
                     short = png_pixel_data_short(data)
                     if short:
-                        raise ImageError(name, f"truncated image ({short})")
+                        raise ImageError(name, f"truncated image ({short})", "truncated")
                 im.load()  # decode every pixel now: a truncated file fails here and not later
                 return ImageOps.exif_transpose(im)  # a copy, upright
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError(name, "not an image in an accepted format (" + ", ".join(FORMATS) +
-                         "), or a corrupt header") from None
+                         "), or a corrupt header", "format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(name, f"more pixels than the limit of {min(budget, 2 * Image.MAX_IMAGE_PIXELS)} "
-                               f"(a decompression bomb, or a very large photo): {exc}") from None
+                               f"(a decompression bomb, or a very large photo): {exc}", "too_large") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
             struct.error) as exc:
         # Pillow's decoders raise many types on hostile input; each one means the same to the user.
-        what = "truncated image (the pixel data stops short)" if "truncated" in str(exc).lower() \
-            else "corrupt image"
-        raise ImageError(name, f"{what}: {exc}") from None
+        kind = "truncated" if "truncated" in str(exc).lower() else "corrupt"
+        what = "truncated image (the pixel data stops short)" if kind == "truncated" else "corrupt image"
+        raise ImageError(name, f"{what}: {exc}", kind) from None
     except MemoryError:
-        raise ImageError(name, "not enough memory to decode this image") from None
+        raise ImageError(name, "not enough memory to decode this image", "memory") from None
 
 
 def load_image(path, max_pixels: int | None = None):
     """Open and fully decode an image file (any mode, upright); raise ImageError when that is impossible."""
     if not os.path.exists(path):
-        raise ImageError(path, "file not found")
+        raise ImageError(path, "file not found", "unreadable")
     if os.path.isdir(path):
-        raise ImageError(path, "a folder, not an image file")
+        raise ImageError(path, "a folder, not an image file", "unreadable")
     with open(path, "rb") as f:
         return _decode(f.read(), path, max_pixels)
 
@@ -126,7 +130,7 @@ def load_image(path, max_pixels: int | None = None):
 def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None):
     """The same as load_image, for bytes in memory (nothing is written to disk)."""
     if not data:
-        raise ImageError(name, "empty: no image data")
+        raise ImageError(name, "empty: no image data", "unreadable")
     return _decode(bytes(data), name, max_pixels)
 
 

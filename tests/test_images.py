@@ -141,3 +141,15 @@ def test_missing_empty_and_non_image_files_are_image_errors(tmp_path):
         decode_image(b"GIF89a but not really" + bytes(40))
     with pytest.raises(ImageError, match="accepted format"):
         decode_image(b"%PDF-1.4 hello")
+
+
+def test_each_failure_says_which_kind_it_is(tmp_path):
+    cases = {"too_large": _png(40000, 40000, raw=b""), "truncated": _png(300, 200, rows=64),
+             "format": _fits(), "unreadable": b""}
+    for kind, data in cases.items():
+        with pytest.raises(ImageError) as err:
+            decode_image(data)
+        assert err.value.kind == kind, (kind, err.value)
+    with pytest.raises(ImageError) as err:
+        load_image(tmp_path / "nowhere.png")
+    assert err.value.kind == "unreadable"

@@ -149,12 +149,9 @@ def create_app(worker, model_info: dict, limits: Limits | None = None, default_b
             try:
                 image = await run_in_threadpool(decode_image, data, "the upload", limits.max_pixels)
             except ImageError as exc:
-                reason = exc.reason
-                if "more than the limit" in reason or "decompression bomb" in reason:
-                    raise HTTPError(413, f"{reason}; the server takes at most --max-pixels") from None
-                if "accepted format" in reason:
-                    raise HTTPError(415, reason) from None
-                raise HTTPError(422, reason) from None
+                if exc.kind == "too_large":
+                    raise HTTPError(413, f"{exc.reason}; the server takes at most --max-pixels") from None
+                raise HTTPError(415 if exc.kind == "format" else 422, exc.reason) from None
             del data
             try:
                 future = worker.submit(image, beam=beam, n=n, attention=bool(attention), timeout=limits.deadline)

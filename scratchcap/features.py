@@ -17,6 +17,7 @@ import hashlib
 import os
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -124,11 +125,7 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
             return
         os.makedirs(shard_dir, exist_ok=True)
         shard = os.path.join(shard_dir, f"shard-{world.rank:03d}-{next_shard:06d}.h5")  # no two ranks share a name
-        # A shard of failures alone takes the region shape of the shards before it.
-        region = feats[0].shape[1:] if feats else grid_shape
-        if region is None:
-            with FeatureCache(parts[-1]) as previous:
-                region = previous.region_shape
+        region = feats[0].shape[1:] if feats else grid_shape  # flushed only once some image was read
         block = np.concatenate(feats) if feats else np.zeros((0,) + region, dtype=dtype)
         write_cache(shard, block, ids, failed, attrs=attrs)
         parts.append(shard)
@@ -163,12 +160,11 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
         flush()  # features and failures; a rank that read no image hands its failures to rank 0 below
     bar.close()
     elapsed = time.perf_counter() - start
-    leftovers = world.gather(failed if grid_shape is None else [])
-    computed = sum(world.gather(len(todo) - n_failed) or [0])
-    n_failed = sum(world.gather(n_failed) or [0])
+    counts = world.gather((failed if grid_shape is None else [], len(todo) - n_failed, n_failed)) or []
+    computed, n_failed = sum(c[1] for c in counts), sum(c[2] for c in counts)  # rank 0's summary is the job's
     world.barrier()  # every rank's shards are written
     if world.rank == 0:
-        _merge(out, shard_dir, [f for part in leftovers for f in part], attrs, dtype)
+        _merge(out, shard_dir, [f for c in counts for f in c[0]], attrs, dtype)
     world.barrier()  # the merged cache is whole before anyone reads it
     with FeatureCache(out) as cache:
         total, total_failed = len(cache), len(cache.failed)
@@ -197,7 +193,7 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N images (quick runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_argument(parser)
-    from .distributed import DistributedError, add_distributed_argument, get_world
+    from .distributed import DistributedError, add_distributed_argument, get_world, stop_job
     add_distributed_argument(parser)
     args = parser.parse_args(argv)
     from .memory import keep_freed_memory
@@ -226,14 +222,11 @@ def main(argv=None) -> int:
                           progress=not args.no_progress and not quiet,
                           log=(lambda *_: None) if quiet else print, world=world)
     except (WeightFileError, FetchError, CacheError, DeviceUnavailableError, DistributedError, ValueError) as exc:
-        if world is not None and world.size > 1:
-            world.abort(f"error: {exc}", 2)
+        stop_job(world, f"error: {exc}", 2)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        if world is not None and world.size > 1:
-            import traceback
-            world.abort(f"failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}", 1)
+        stop_job(world, f"failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}", 1)
         raise
     if world.rank != 0:
         return 0

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
 import numpy as np
 
@@ -31,10 +32,10 @@ from .atomic import atomic_path, write_json
 from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DatasetError, Vocabulary, load_dataset, normalize
-from .data.batches import Features, encode_records, epoch_batches, make_batch
+from .data.batches import Features, encode_records, iterate_batch_indices, make_batch
 from .decode import decode
 from .distributed import (DistributedError, ShardRng, SingleProcess, add_distributed_argument, batch_totals,
-                          get_world, make_allreducer, params_checksum, shard_bounds)
+                          get_world, make_allreducer, params_checksum, shard_bounds, stop_job)
 from .models import get_model
 from .optim import Adam, clip_grad_norm
 from .paths import IMAGENET, data_root, features_dir
@@ -418,10 +419,8 @@ def train(args, log=_log, world=None):
                            initial=progress["batch"])
         t0, tokens, epoch_loss, seen = time.perf_counter(), 0, 0.0, 0
         try:
-            for b, indices in enumerate(epoch_batches(examples, cfg["batch_size"], cfg["seed"], epoch,
-                                                      cfg["bucket"])):
-                if b < progress["batch"]:
-                    continue
+            for b, indices in iterate_batch_indices(examples, cfg["batch_size"], cfg["seed"], epoch, cfg["bucket"],
+                                                    start=progress["batch"]):
                 loss, grads = train_step(model, params, examples, indices, features, cfg, rng, world, allreduce,
                                          device)
                 if not math.isfinite(loss):
@@ -570,18 +569,14 @@ def main(argv=None):
         run_dir, summary = train(args, world=world)
     except (DatasetError, CheckpointError, TrainingError, DeviceUnavailableError, DistributedError, ValueError,
             KeyError, FileNotFoundError) as exc:
-        if world is not None and world.size > 1:
-            world.abort(f"error: {exc}", 2)  # the other ranks may wait in a collective: end them all
+        stop_job(world, f"error: {exc}", 2)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if world is not None and world.size > 1:
-            world.abort("interrupted; checkpoint-last.h5 holds the last saved state", 130)
+        stop_job(world, "interrupted; checkpoint-last.h5 holds the last saved state", 130)
         return 130
     except Exception as exc:
-        if world is not None and world.size > 1:
-            import traceback
-            world.abort(f"failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}", 1)
+        stop_job(world, f"failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}", 1)
         raise
     finally:
         if previous is not None:

@@ -82,8 +82,14 @@ def make_batch(examples, indices, features, pad_id=0, length=None):
     return dict(features=features.get(ids), captions=captions, mask=captions[:, 1:] != pad_id, image_ids=ids)
 
 
-def iterate_batches(examples, features, batch_size, seed, epoch, bucket=False, start=0):
-    """Yield (batch number, batch) for one epoch, from batch number ``start`` on (for resuming)."""
+def iterate_batch_indices(examples, batch_size, seed, epoch, bucket=False, start=0):
+    """Yield (batch number, example indices) for one epoch, from batch number ``start`` on (for resuming)."""
     for b, indices in enumerate(epoch_batches(examples, batch_size, seed, epoch, bucket)):
         if b >= start:
-            yield b, make_batch(examples, indices, features)
+            yield b, indices
+
+
+def iterate_batches(examples, features, batch_size, seed, epoch, bucket=False, start=0):
+    """Yield (batch number, batch) for one epoch, from batch number ``start`` on (for resuming)."""
+    for b, indices in iterate_batch_indices(examples, batch_size, seed, epoch, bucket, start):
+        yield b, make_batch(examples, indices, features)

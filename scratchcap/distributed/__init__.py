@@ -12,8 +12,8 @@ the optimizer. pip install 'scratchcap[mpi]' brings mpi4py and the mpich wheel (
 """
 from .allreduce import GradientAllreducer, make_allreducer, params_checksum
 from .shard import ShardRng, batch_totals, shard_bounds
-from .world import DistributedError, MPIWorld, SingleProcess, add_distributed_argument, get_world
+from .world import DistributedError, MPIWorld, SingleProcess, add_distributed_argument, get_world, stop_job
 
 __all__ = ["DistributedError", "GradientAllreducer", "MPIWorld", "ShardRng", "SingleProcess",
            "add_distributed_argument", "batch_totals", "get_world", "make_allreducer", "params_checksum",
-           "shard_bounds"]
+           "shard_bounds", "stop_job"]

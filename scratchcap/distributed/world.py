@@ -92,6 +92,15 @@ class MPIWorld:
         self.comm.Abort(code)
 
 
+def stop_job(world, message, code=1):
+    """In a job of several ranks, end every rank now with ``message`` (the others may wait in a collective).
+
+    One process (or no world yet) returns, and the caller reports the error its usual way.
+    """
+    if world is not None and world.size > 1:
+        world.abort(message, code)
+
+
 def get_world(mode="auto"):
     """``auto``: MPI when a launcher started 2+ ranks; ``off``: one process; ``mpi``: MPI, even with one rank."""
     if mode == "off":

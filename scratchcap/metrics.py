@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import shutil
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 
 from .data.text import normalize
 
@@ -103,41 +103,59 @@ def rouge_l(refs: dict, hyps: dict, beta: float = ROUGE_BETA) -> float:
     return sum(scores) / len(scores)
 
 
-def cider_d(refs: dict, hyps: dict, n_max: int = CIDER_N, sigma: float = CIDER_SIGMA) -> float:
-    ids = list(hyps)
-    ref_counts = {i: [_ngrams(r, n_max) for r in refs[i]] for i in ids}
-    df = Counter()
-    for i in ids:
-        for g in set(g for c in ref_counts[i] for g in c):
-            df[g] += 1
-    log_n = math.log(float(len(ids)))
+class CiderD:
+    """CIDEr-D with document frequencies from a fixed set of reference groups, references precomputed.
 
-    def vec(counts):
-        v = [defaultdict(float) for _ in range(n_max)]
-        norm = [0.0] * n_max
+    refs {id: [[tok]]}: each id's group of references counts as one document. ``score(id, hyp)`` is
+    that id's CIDEr-D of one tokenized hypothesis. Evaluation (cider_d) builds one from the evaluated
+    references; self-critical training builds one from the training split and scores every sample
+    against it, so the references' tf-idf vectors, norms and lengths are computed once per run.
+    """
+
+    def __init__(self, refs: dict, n_max: int = CIDER_N, sigma: float = CIDER_SIGMA):
+        self.n_max, self.sigma = n_max, sigma
+        counts = {i: [_ngrams(r, n_max) for r in rs] for i, rs in refs.items()}
+        self.df = Counter()
+        for group in counts.values():
+            self.df.update(set(g for c in group for g in c))
+        self.log_n = math.log(float(max(len(refs), 1)))
+        self.refs = {i: [self._vector(c) for c in group] for i, group in counts.items()}
+
+    def _vector(self, counts):
+        """([{ngram: tf-idf}] per n, [norm] per n, length in bigrams, as coco-caption counts it)."""
+        v = [{} for _ in range(self.n_max)]
+        norm = [0.0] * self.n_max
         length = 0
         for g, tf in counts.items():
             n = len(g) - 1
-            v[n][g] = tf * (log_n - math.log(max(1.0, df[g])))
-            norm[n] += v[n][g] ** 2
+            w = tf * (self.log_n - math.log(max(1.0, self.df[g])))
+            v[n][g] = w
+            norm[n] += w * w
             if n == 1:
                 length += tf
         return v, [math.sqrt(x) for x in norm], length
 
-    scores = []
-    for i in ids:
-        vh, nh, lh = vec(_ngrams(hyps[i], n_max))
-        total = [0.0] * n_max
-        for rc in ref_counts[i]:
-            vr, nr, lr = vec(rc)
-            penalty = math.exp(-((lh - lr) ** 2) / (2 * sigma ** 2))
-            for n in range(n_max):
-                val = sum(min(w, vr[n].get(g, 0.0)) * vr[n].get(g, 0.0) for g, w in vh[n].items())
+    def score(self, i, hyp) -> float:
+        vh, nh, lh = self._vector(_ngrams(hyp, self.n_max))
+        total = [0.0] * self.n_max
+        for vr, nr, lr in self.refs[i]:
+            penalty = math.exp(-((lh - lr) ** 2) / (2 * self.sigma ** 2))
+            for n in range(self.n_max):
+                ref = vr[n]
+                val = 0.0
+                for g, w in vh[n].items():
+                    r = ref.get(g)
+                    if r is not None:
+                        val += min(w, r) * r
                 if nh[n] != 0 and nr[n] != 0:
                     val /= nh[n] * nr[n]
                 total[n] += val * penalty
-        scores.append(sum(total) / n_max / len(ref_counts[i]) * 10.0)
-    return sum(scores) / len(scores)
+        return sum(total) / self.n_max / len(self.refs[i]) * 10.0
+
+
+def cider_d(refs: dict, hyps: dict, n_max: int = CIDER_N, sigma: float = CIDER_SIGMA) -> float:
+    scorer = CiderD({i: refs[i] for i in hyps}, n_max, sigma)
+    return sum(scorer.score(i, hyps[i]) for i in hyps) / len(hyps)
 
 
 def _meteor_coco(refs, hyps):

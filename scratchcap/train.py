@@ -42,10 +42,15 @@ from .paths import IMAGENET, data_root, features_dir
 from .progress import progress_bar
 
 DEFAULTS = dict(dataset="shapes", data_dir=None, model="gru-attention", embed=256, hidden=256, attention=128,
-                epochs=None, batch_size=64, lr=None, lam=0.0, dropout=0.3, feature_norm=None, max_length=20,
+                epochs=None, batch_size=None, lr=None, lam=0.0, dropout=0.3, feature_norm=None, max_length=20,
                 min_count=5, seed=0, image_size=None, layer="block5_conv3", clip=5.0, lr_decay=0.5, decay_patience=2,
                 patience=5, checkpoint_every=100, keep_epochs=False, bucket=False, val_images=None,
-                shapes_images=(2000, 200, 200), dtype="float32")
+                shapes_images=(2000, 200, 200), dtype="float32", objective="xe", scst_samples=5, scst_baseline="mean")
+
+# What an --init-from checkpoint fixes: the decoder, and the data and features it was trained on.
+ARCHITECTURE = ("model", "embed", "hidden", "attention", "dropout", "lam", "feature_norm", "max_length", "min_count",
+                "image_size", "layer")
+DATA = ("dataset", "data_dir", "features", "weights")
 
 
 class TrainingError(RuntimeError):
@@ -66,9 +71,20 @@ def build_parser():
     p.add_argument("--attention", type=int, default=d["attention"], help="attention size A")
     p.add_argument("--epochs", type=int, default=d["epochs"],
                    help="most epochs to train (default 15; 20 on shapes); with --resume, extends a run")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="captions per batch")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"],
+                   help="captions per batch (default 64); with --objective scst, images per batch (default 16)")
     p.add_argument("--lr", type=float, default=d["lr"],
-                   help="Adam learning rate (default 4e-4; 1e-3 on shapes, whose small vocabulary trains fast)")
+                   help="Adam learning rate (default 4e-4; 1e-3 on shapes, whose small vocabulary trains fast; "
+                        "5e-5 for scst)")
+    p.add_argument("--objective", choices=["xe", "scst"], default=d["objective"],
+                   help="xe: cross-entropy with teacher forcing; scst: self-critical training on CIDEr-D (needs "
+                        "--init-from)")
+    p.add_argument("--init-from", metavar="CKPT",
+                   help="start from this checkpoint's parameters (its decoder, vocabulary and features), with a "
+                        "fresh optimizer and run folder")
+    p.add_argument("--scst-samples", type=int, default=d["scst_samples"], help="scst: captions sampled per image")
+    p.add_argument("--scst-baseline", choices=["mean", "greedy"], default=d["scst_baseline"],
+                   help="scst: mean reward of the image's other samples, or the greedy caption's reward")
     p.add_argument("--lambda", dest="lam", type=float, default=d["lam"],
                    help="weight of the doubly stochastic attention penalty")
     p.add_argument("--dropout", type=float, default=d["dropout"], help="dropout probability")
@@ -235,15 +251,45 @@ def validate(model, params, cfg, vocab, records, features, device, with_meteor=F
 
 # ---- the run -----------------------------------------------------------------------------------------
 
-def _config_from_args(args):
+def _given(argv):
+    """The destinations of the options that ``argv`` sets, as opposed to those left at their defaults."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_known_args(argv or [])[0]))
+
+
+def _config_from_args(args, init=None):
+    """A fresh run's config: the options, presets for those left out, and what an --init-from checkpoint fixes."""
     cfg = {k: getattr(args, k) for k in DEFAULTS}
     cfg["features"], cfg["weights"] = args.features, args.weights
     cfg["shapes_images"] = list(cfg["shapes_images"])
+    if init is not None:
+        base, given = init["config"], _given(getattr(args, "argv", None))
+        for key in ARCHITECTURE:
+            if key in given and cfg[key] != base.get(key):
+                raise TrainingError(f"--{key.replace('_', '-')} {cfg[key]} differs from the --init-from checkpoint's "
+                                    f"{base.get(key)}: the decoder comes from the checkpoint, leave it out")
+            cfg[key] = base.get(key)
+        for key in DATA:
+            if key not in given:
+                cfg[key] = base.get(key)
+        cfg["feature_scale"] = base.get("feature_scale", 1.0)  # the scale its parameters were trained with
+        cfg["init_from"] = os.path.abspath(args.init_from)
+    elif cfg["objective"] == "scst":
+        raise TrainingError("--objective scst improves a trained captioner: give --init-from CKPT, a cross-entropy "
+                            "run's checkpoint-best.h5 or a released model")
     shapes = cfg["dataset"] == "shapes"
-    presets = (("image_size", 128, 224), ("lr", 1e-3, 4e-4), ("epochs", 20, 15), ("feature_norm", "none", "rms"))
+    scst = cfg["objective"] == "scst"
+    presets = (("image_size", 128, 224), ("lr", 1e-3, 5e-5 if scst else 4e-4), ("epochs", 20, 15),
+               ("feature_norm", "none", "rms"))
     for key, on_shapes, otherwise in presets:
         if cfg[key] is None:
-            cfg[key] = on_shapes if shapes else otherwise
+            cfg[key] = on_shapes if shapes and not (scst and key == "lr") else otherwise
+    if cfg["batch_size"] is None:
+        cfg["batch_size"] = 16 if scst else 64  # scst: images, each with --scst-samples captions
+    if scst and cfg["scst_samples"] < (2 if cfg["scst_baseline"] == "mean" else 1):
+        raise TrainingError("--scst-samples must be at least 2 with the mean baseline (1 with --scst-baseline greedy)")
     return cfg
 
 
@@ -258,7 +304,9 @@ def _run_dir(cfg, out):
 
 
 def _open_run(args):
-    """(cfg, run_dir, resume): a fresh run's config and folder, or those of the run that --resume continues."""
+    """(cfg, run_dir, resume, init): a fresh run's config and folder, or those of the run that --resume continues;
+    init is the --init-from checkpoint of a fresh run (None otherwise)."""
+    init = None
     if args.resume:
         resume = load_checkpoint(os.path.join(args.resume, "checkpoint-last.h5"))
         cfg = resume["config"]
@@ -268,7 +316,8 @@ def _open_run(args):
         run_dir = args.resume
         _read_history(os.path.join(run_dir, "metrics.jsonl"))  # unreadable: say so now, not after an epoch
     else:
-        resume, cfg = None, _config_from_args(args)
+        init = load_checkpoint(args.init_from) if getattr(args, "init_from", None) else None
+        resume, cfg = None, _config_from_args(args, init)
         run_dir = _run_dir(cfg, args.out)
         held = [n for n in ("checkpoint-last.h5", "checkpoint-best.h5", "metrics.jsonl")
                 if os.path.exists(os.path.join(run_dir, n))]
@@ -276,11 +325,12 @@ def _open_run(args):
             raise TrainingError(f"{run_dir} already holds a run ({', '.join(held)}); continue it with --resume "
                                 f"{run_dir}, or give another --out")
     cfg["progress"] = not args.no_progress
-    return cfg, run_dir, resume
+    return cfg, run_dir, resume, init
 
 
 def _load_data(cfg, resume, device, log):
-    """(splits, vocab, features): the records, the vocabulary (a resumed run's must match) and the feature cache.
+    """(splits, vocab, features): the records, the vocabulary (a resumed or --init-from checkpoint's must match)
+    and the feature cache.
 
     Fills in the config entries that follow from the data: the cache path, the grid, L, D, V and feature_scale.
     """
@@ -309,19 +359,23 @@ def _load_data(cfg, resume, device, log):
     return splits, vocab, features
 
 
-def _starting_state(model, cfg, resume, device):
-    """(params, optimizer, rng, progress): fresh from the seed, or as the resumed checkpoint left them."""
-    init = model.init_params(cfg, np.random.default_rng(cfg["seed"]), cfg.get("dtype", "float32"))
+def _starting_state(model, cfg, resume, device, init_from=None):
+    """(params, optimizer, rng, progress): fresh from the seed (or the --init-from checkpoint's parameters),
+    or as the resumed checkpoint left them."""
+    dtype = cfg.get("dtype", "float32")
+    init = model.init_params(cfg, np.random.default_rng(cfg["seed"]), dtype)
     optimizer = Adam(lr=cfg["lr"])
     rng = np.random.default_rng([cfg["seed"], 1])
     progress = dict(epoch=0, batch=0, step=0, best=None, bad_epochs=0)
-    if resume is not None:
-        got = {k: v.shape for k, v in resume["params"].items()}
+    source = resume if resume is not None else init_from
+    if source is not None:
+        got = {k: v.shape for k, v in source["params"].items()}
         want = {k: v.shape for k, v in init.items()}
         if got != want:
             raise CheckpointError(f"the checkpoint's parameters do not fit {cfg['model']}: "
                                   f"{sorted(set(got) ^ set(want)) or 'shapes differ'}")
-        init = resume["params"]
+        init = {k: v.astype(dtype) for k, v in source["params"].items()}  # a released model is float16
+    if resume is not None:
         progress.update(resume["progress"])
         rng.bit_generator.state = resume["rng_state"]
     params = to_device(init, device)
@@ -366,6 +420,33 @@ def train_step(model, params, examples, indices, features, cfg, rng, world, allr
     return loss, grads
 
 
+def scst_step(model, params, images, indices, features, cfg, rng, world, allreduce, device, vocab, reward):
+    """(loss, grads, stats) of the images ``indices`` of ``images``: self-critical, this rank's images, then the
+    sum over ranks.
+
+    One key from the run's generator seeds the whole batch's samples; rank r draws the rows of its images
+    (scratchcap.scst.sampling), and divides by the whole batch's samples, so the sum is one process's.
+    stats: the batch's reward and advantage sums and sample count, and this rank's seconds in the reward.
+    """
+    from .scst import scst_loss_and_grads
+
+    k = cfg["scst_samples"]
+    lo, hi = shard_bounds(len(indices), world.rank, world.size)
+    mine = indices[lo:hi] or indices[:1]
+    ids = [images[i][0] for i in mine]
+    f = to_device(features.get(ids).astype(cfg.get("dtype", "float32"), copy=False), device)
+    key = int(rng.integers(0, 2**64, dtype=np.uint64))
+    loss, grads, stats = scst_loss_and_grads(model, params, f, ids, cfg, vocab, reward, key, k=k,
+                                             baseline=cfg["scst_baseline"], max_length=cfg["max_length"],
+                                             row_offset=lo * k, samples_total=len(indices) * k)
+    sums = (loss, stats["reward_sum"], stats["advantage_sum"], stats["samples"])
+    if hi == lo:
+        sums, grads = (0.0, 0.0, 0.0, 0), {name: g * 0 for name, g in grads.items()}
+    grads, (loss, reward_sum, advantage_sum, samples) = allreduce(grads, *sums)
+    return loss, grads, dict(reward_sum=reward_sum, advantage_sum=advantage_sum, samples=int(round(samples)),
+                             reward_seconds=stats["reward_seconds"])
+
+
 def train(args, log=_log, world=None):
     """One run: set up (or resume), then epochs of batches, each epoch validated and checkpointed, then the dev
     scores of the best checkpoint. Returns (run_dir, summary).
@@ -384,14 +465,14 @@ def train(args, log=_log, world=None):
     if device == "gpu" and world.size > 1:
         from .distributed.world import use_local_gpu
         log(f"rank {world.rank} on GPU {use_local_gpu(world)}")
-    cfg, run_dir, resume = world.bcast(_open_run(args) if root else None)
+    cfg, run_dir, resume, init_from = world.bcast(_open_run(args) if root else None)
     model = get_model(cfg["model"])
     if not root:
         world.barrier()  # rank 0 generates the data and caches the features first; the others wait
-    splits, vocab, features = _load_data(cfg, resume, device, log)
+    splits, vocab, features = _load_data(cfg, resume if resume is not None else init_from, device, log)
     if root:
         world.barrier()
-    params, optimizer, rng, progress = _starting_state(model, cfg, resume, device)
+    params, optimizer, rng, progress = _starting_state(model, cfg, resume, device, init_from)
     params, progress = _share_starting_state(world, params, optimizer, rng, progress, device)
     allreduce = make_allreducer(world, device, log)
     if root:
@@ -403,7 +484,14 @@ def train(args, log=_log, world=None):
             save_checkpoint(os.path.join(run_dir, name), params=params, optimizer=optimizer, progress=where,
                             rng=rng, **ckpt)
 
-    examples = encode_records(splits["train"], vocab, cfg["max_length"])
+    scst = cfg.get("objective", "xe") == "scst"
+    if scst:  # an example is an image: its samples are drawn in the step
+        from .scst import CiderReward
+        examples, reward = [(r.image_id, None) for r in splits["train"]], CiderReward(splits["train"])
+        log(f"self-critical training from {cfg['init_from']}: {cfg['scst_samples']} samples per image, "
+            f"baseline {cfg['scst_baseline']}, reward CIDEr-D on the train references")
+    else:
+        examples = encode_records(splits["train"], vocab, cfg["max_length"])
     n_batches = math.ceil(len(examples) / cfg["batch_size"])
     log(f"{cfg['model']} on {cfg['dataset']}: {len(splits['train'])} train / {len(splits['dev'])} dev images, "
         f"{len(examples)} captions, vocabulary {len(vocab)}, regions {cfg['L']}x{cfg['D']}, device {device}; "
@@ -418,11 +506,18 @@ def train(args, log=_log, world=None):
         bar = progress_bar(n_batches, f"epoch {epoch + 1}/{cfg['epochs']}", "batch", enabled=cfg["progress"] and root,
                            initial=progress["batch"])
         t0, tokens, epoch_loss, seen = time.perf_counter(), 0, 0.0, 0
+        sampled = dict(reward_sum=0.0, advantage_sum=0.0, samples=0, reward_seconds=0.0)
         try:
-            for b, indices in iterate_batch_indices(examples, cfg["batch_size"], cfg["seed"], epoch, cfg["bucket"],
-                                                    start=progress["batch"]):
-                loss, grads = train_step(model, params, examples, indices, features, cfg, rng, world, allreduce,
-                                         device)
+            for b, indices in iterate_batch_indices(examples, cfg["batch_size"], cfg["seed"], epoch,
+                                                    cfg["bucket"] and not scst, start=progress["batch"]):
+                if scst:
+                    loss, grads, stats = scst_step(model, params, examples, indices, features, cfg, rng, world,
+                                                   allreduce, device, vocab, reward)
+                    for key in sampled:
+                        sampled[key] += stats[key]
+                else:
+                    loss, grads = train_step(model, params, examples, indices, features, cfg, rng, world, allreduce,
+                                             device)
                 if not math.isfinite(loss):
                     raise TrainingError(
                         f"the loss became {loss} at epoch {epoch + 1}, batch {b + 1} (step {progress['step'] + 1}); "
@@ -431,12 +526,17 @@ def train(args, log=_log, world=None):
                 grads, _ = clip_grad_norm(grads, cfg["clip"])  # the global norm: after the sum over ranks
                 optimizer.step(params, grads)
                 progress.update(batch=b + 1, step=progress["step"] + 1)
-                tokens += batch_totals(examples, indices)["tokens_total"]
                 seen += 1
                 epoch_loss += loss
                 batch_losses.append((progress["step"], loss))
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
+                if scst:
+                    n = max(sampled["samples"], 1)
+                    bar.set_postfix(reward=f"{sampled['reward_sum'] / n:.3f}", adv=f"{sampled['advantage_sum'] / n:+.3f}",
+                                    samples_s=f"{sampled['samples'] / (time.perf_counter() - t0):.0f}")
+                else:
+                    tokens += batch_totals(examples, indices)["tokens_total"]
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
                 if cfg["checkpoint_every"] and progress["batch"] % cfg["checkpoint_every"] == 0:
                     save("checkpoint-last.h5", dict(progress, epoch=epoch))
         except KeyboardInterrupt:
@@ -446,6 +546,7 @@ def train(args, log=_log, world=None):
                 f"continue with: python -m scratchcap.train --resume {run_dir}")
             raise
         bar.close()
+        train_seconds = time.perf_counter() - t0
         if world.size > 1:
             sums = world.allgather(params_checksum(params))
             if len(set(sums)) != 1:
@@ -453,9 +554,15 @@ def train(args, log=_log, world=None):
         metrics, _, _ = validate(model, params, cfg, vocab, splits["dev"], features, device, world=world)
         metrics.update(epoch=epoch + 1, train_loss=epoch_loss / max(seen, 1), lr=optimizer.lr,
                        seconds=round(time.perf_counter() - t0, 1))
+        if scst and sampled["samples"]:  # this session's batches of the epoch (a resumed epoch counts its rest)
+            n = sampled["samples"]
+            metrics.update(reward=sampled["reward_sum"] / n, advantage=sampled["advantage_sum"] / n,
+                           samples_per_s=n / train_seconds, reward_share=sampled["reward_seconds"] / train_seconds)
         log(f"epoch {epoch + 1}: train loss {metrics['train_loss']:.3f}, val loss {metrics['val_loss']:.3f}, "
             f"BLEU-4 {metrics['Bleu_4']:.3f}, CIDEr {metrics['CIDEr']:.3f}"
-            + (f", exact {metrics['exact']:.3f}" if "exact" in metrics else ""))
+            + (f", exact {metrics['exact']:.3f}" if "exact" in metrics else "")
+            + (f", mean reward {metrics['reward']:.3f} ({metrics['samples_per_s']:.0f} samples/s, reward "
+               f"{100 * metrics['reward_share']:.1f}% of the time)" if "reward" in metrics else ""))
         if root:
             _record_epoch(history_path, metrics)
         progress.update(epoch=epoch + 1, batch=0)

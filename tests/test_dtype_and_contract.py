@@ -7,9 +7,12 @@ from scratchcap.gradcheck_cases import layer_cases
 CASE_NAMES = [c.name for c in layer_cases(np)]
 
 
+def _cast(a, dtype):
+    return a.astype(dtype) if getattr(a, "dtype", None) is not None and a.dtype.kind == "f" else a
+
+
 def _float_inputs(case, dtype):
-    return [a.astype(dtype) if getattr(a, "dtype", None) is not None and a.dtype.kind == "f" else a
-            for a in case.inputs]
+    return [_cast(a, dtype) for a in case.inputs]
 
 
 def _outputs(out):
@@ -22,7 +25,8 @@ def test_dtype_is_kept_and_inputs_untouched(xp, case_name, dtype):
     case = next(c for c in layer_cases(xp) if c.name == case_name)
     inputs = _float_inputs(case, dtype)
     before = [a.copy() for a in inputs]
-    out, cache = case.forward(*inputs, **case.kwargs)
+    kwargs = {k: _cast(v, dtype) for k, v in case.kwargs.items()}  # float options (loss weights) follow too
+    out, cache = case.forward(*inputs, **kwargs)
     outs = _outputs(out)
     for o in outs:
         assert o.dtype == dtype, f"{case_name}: forward returned {o.dtype}"

@@ -101,7 +101,8 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
         hs[:, t], alphas[:, t] = h, alpha
         caches.append(c)
     logits, out_cache = output(p, hs)
-    ce, ce_cache = ops.temporal_cross_entropy_forward(logits, targets, mask, normalizer=batch.get("tokens_total"))
+    ce, ce_cache = ops.temporal_cross_entropy_forward(logits, targets, mask, normalizer=batch.get("tokens_total"),
+                                                      weights=batch.get("caption_weights"))
     lam = cfg.get("lambda", 0.0)
     penalty, dalphas = attention_penalty_forward(alphas, mask, lam, batch.get("captions_total")) if lam \
         else (0.0, None)

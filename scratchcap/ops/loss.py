@@ -4,13 +4,19 @@ Notation:
     logits   (N, T, V)  unnormalized scores for each time step
     targets  (N, T)     integer word ids in [0, V)
     mask     (N, T)     True for real tokens, False for padding
-    loss = -sum_{n,t: mask} log softmax(logits[n, t])[targets[n, t]] / #mask
+    weights  (N,)       optional per-caption weight w_n (default 1)
+    loss = -sum_{n,t: mask} w_n * log softmax(logits[n, t])[targets[n, t]] / #mask
 
 The mean is over real tokens, not padding, so short captions are not diluted.
 With no real tokens at all the loss is 0 and so is its gradient. ``normalizer``
 replaces #mask by another count: a data-parallel rank divides its shard's sum by
 the real tokens of the whole batch, so that the ranks' losses and gradients add
 up to the one-process mean exactly (scratchcap.distributed).
+
+``weights`` makes the same layer the policy-gradient loss of self-critical
+training (scratchcap.scst): w_n is the advantage of sampled caption n and the
+normalizer the number of samples, so loss = -mean_n A_n log p(caption n), the
+sum over its tokens, <end> included. A negative weight pushes a caption down.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from . import _checks
 from .softmax import log_softmax
 
 
-def _check(logits, targets, mask):
+def _check(logits, targets, mask, weights):
     layer = "temporal_cross_entropy"
     _checks.floats(layer, logits=logits)
     _checks.ndim(layer, "logits", logits, 3, "N, T, V")
@@ -29,26 +35,33 @@ def _check(logits, targets, mask):
     _checks.booleans(layer, "mask", mask)
     _checks.shape(layer, "mask", mask, (N, T), "N, T", "logits")
     _checks.index_range(layer, "targets", targets, V, f"logits of shape {tuple(logits.shape)}")
+    if weights is not None:
+        _checks.floats(layer, logits=logits, weights=weights)
+        _checks.shape(layer, "weights", weights, (N,), "N", "logits")
 
 
-def temporal_cross_entropy_forward(logits, targets, mask, *, normalizer=None):
-    """Returns (loss, cache); loss is a 0-d array of logits' dtype. ``normalizer``: divide by it, not #mask."""
-    _check(logits, targets, mask)
+def temporal_cross_entropy_forward(logits, targets, mask, *, normalizer=None, weights=None):
+    """Returns (loss, cache); loss is a 0-d array of logits' dtype. ``normalizer``: divide by it, not #mask;
+    ``weights`` (N,): each caption's tokens count w_n times."""
+    _check(logits, targets, mask, weights)
     xp = get_array_module(logits)
     N, T, V = logits.shape
     logp = log_softmax(logits, axis=-1).reshape(N * T, V)
     flat_t = targets.reshape(-1)
     picked = logp[xp.arange(N * T), flat_t]
-    weights = mask.reshape(-1).astype(logits.dtype)
+    token_weights = mask.astype(logits.dtype)
+    if weights is not None:
+        token_weights = token_weights * weights[:, None]
+    token_weights = token_weights.reshape(-1)
     count = max(int(mask.sum()), 1) if normalizer is None else normalizer
     if count <= 0:
         raise ValueError(f"temporal_cross_entropy: normalizer must be positive, got {normalizer}")
-    loss = -(picked * weights).sum() / logits.dtype.type(count)
-    return loss, (logp, flat_t, weights, count, logits.shape)
+    loss = -(picked * token_weights).sum() / logits.dtype.type(count)
+    return loss, (logp, flat_t, token_weights, count, logits.shape)
 
 
 def temporal_cross_entropy_backward(dloss, cache):
-    """dloss scalar -> (dlogits (N, T, V),) = (softmax - onehot) * mask / #mask * dloss."""
+    """dloss scalar -> (dlogits (N, T, V),) = (softmax - onehot) * mask * w_n / #mask * dloss."""
     logp, flat_t, weights, count, shape = cache
     xp = get_array_module(logp)
     dlogits = xp.exp(logp)

@@ -1,0 +1,73 @@
+"""Captions drawn from a model's own distribution, batched over images, on NumPy or CuPy.
+
+Notation: N images, k samples per image, V vocabulary, T = max_length.
+
+    rows      n * k + j is sample j of image n                       (N*k rows)
+    p_t       softmax(log p(. | w_<t, image) / temperature)           (N*k, V), <pad> and <start> at 0
+    w_t       the word whose cumulative probability first exceeds u * sum(p_t),
+              u = counter_uniform(key)[t * rows_total + row_offset + row]   one uniform per row and step
+    a row stops at <end> (kept: it is a word the reward and the gradient count) or at T words
+
+<pad> and <start> are never sampled: they are never a target, so a trained model gives them
+almost nothing, and a caption cannot hold them. <unk> can be: it is a word of the training
+targets, and the reward, which never matches it, teaches the model to avoid it.
+
+The uniforms come from one 64-bit key and each row's global position (scratchcap.counter_random),
+so a data-parallel rank that holds rows row_offset.. of a batch draws exactly those rows of the
+one-process draw, and NumPy and CuPy draw the same numbers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module, to_numpy
+from ..counter_random import counter_uniform
+
+
+def repeat_rows(tree, k):
+    """Every array in a (nested tuple of) array(s), each row repeated k times (row n -> rows n*k .. n*k+k-1)."""
+    if tree is None:
+        return None
+    if isinstance(tree, tuple):
+        return tuple(repeat_rows(t, k) for t in tree)
+    return get_array_module(tree).repeat(tree, k, axis=0)
+
+
+def sample_captions(model, params, features, cfg, vocab, k, key, max_length=20, temperature=1.0,
+                    row_offset=0, rows_total=None):
+    """(ids (N*k, T) int64 with <pad> after the end, lengths (N*k,) tokens counting <end>, ended (N*k,) bool).
+
+    ``features`` (N, L, D) as the model's decode_start takes them. Host arrays out, whatever the device.
+    """
+    if k < 1:
+        raise ValueError(f"sample_captions: k must be at least 1, got {k}")
+    if not temperature > 0:
+        raise ValueError(f"sample_captions: temperature must be positive, got {temperature}")
+    xp = get_array_module(features)
+    enc, state = model.decode_start(params, features, cfg)
+    enc, state = repeat_rows(enc, k), repeat_rows(state, k)
+    rows = features.shape[0] * k
+    rows_total = rows if rows_total is None else rows_total
+    words = xp.full((rows,), vocab.start, dtype=xp.int64)
+    ids = np.full((rows, max_length), vocab.pad, dtype=np.int64)
+    done = np.zeros(rows, dtype=bool)
+    lengths = np.zeros(rows, dtype=np.int64)
+    for t in range(max_length):
+        logp, state, _ = model.decode_step(params, enc, state, words)
+        scaled = logp if temperature == 1.0 else logp / logp.dtype.type(temperature)
+        p = xp.exp(scaled - scaled.max(axis=1, keepdims=True))
+        p[:, vocab.pad] = 0
+        p[:, vocab.start] = 0
+        cdf = xp.cumsum(p, axis=1, dtype=xp.float64)  # float64: u * total stays below the last entry
+        u = counter_uniform(xp, key, (rows,), np.float64, start=t * rows_total + row_offset)
+        threshold = (u * cdf[:, -1])[:, None]
+        drawn = xp.minimum((cdf <= threshold).sum(axis=1), p.shape[1] - 1)  # the first entry past u * total
+        w = to_numpy(drawn).astype(np.int64)
+        live = ~done
+        ids[live, t] = w[live]
+        lengths[live] += 1
+        done |= w == vocab.end
+        if done.all():
+            break
+        words = xp.asarray(np.where(done, vocab.pad, w))
+    return ids, lengths, done

@@ -7,7 +7,6 @@ import pytest
 
 from scratchcap import ops
 from scratchcap import train as train_module
-from scratchcap.backend import to_numpy
 from scratchcap.checkpoint import load_checkpoint
 from scratchcap.data import Vocabulary
 from scratchcap.data.records import ImageRecord

@@ -15,6 +15,7 @@ import sys
 from .backend import DeviceUnavailableError, add_device_argument, resolve_device
 from .checkpoint import CheckpointError
 from .decode import add_decoding_arguments
+from .ensemble import add_ensemble_argument
 from .images import MAX_PIXELS, ImageError, load_image
 from .weights import WeightFileError
 
@@ -22,7 +23,9 @@ from .weights import WeightFileError
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m scratchcap.caption", description="Caption images.")
     p.add_argument("images", nargs="+", help="JPEG or PNG files")
-    p.add_argument("--checkpoint", help="a checkpoint (default: the released Flickr8k model that ships with the package)")
+    p.add_argument("--checkpoint", nargs="+", metavar="CKPT",
+                   help="a checkpoint, or several of one vocabulary to decode as an ensemble (default: the released "
+                        "Flickr8k model that ships with the package)")
     p.add_argument("--beam", type=int, default=3, help="beam size (1: greedy)")
     p.add_argument("--weights", help="VGG-16 weights (default: the checkpoint's, fetched on first use)")
     p.add_argument("--attention-map", metavar="PNG", help="write the attention of every word here "
@@ -30,6 +33,7 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--allow-unk", action="store_true", help="let decoding emit <unk> (for analysis)")
     add_decoding_arguments(p)
+    add_ensemble_argument(p)
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                    help=f"refuse images whose header claims more pixels (default {MAX_PIXELS}, Pillow's)")
     add_device_argument(p)
@@ -49,7 +53,7 @@ def main(argv=None):
         from .captioner import Captioner
         from .plots import attention_figure, save_png
         cap = Captioner.load(args.checkpoint, device=resolve_device(args.device), weights=args.weights,
-                             log=lambda m: print(m, file=sys.stderr))
+                             log=lambda m: print(m, file=sys.stderr), combine=args.ensemble_average)
         results = cap.caption(images, beam=args.beam, allow_unk=args.allow_unk,
                               length_penalty_alpha=args.length_penalty, block_trigrams=args.block_trigrams)
     except (CheckpointError, WeightFileError, DeviceUnavailableError, ValueError) as exc:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
-from .backend import to_device
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import Vocabulary
 from .decode import decode
-from .models import get_model
+from .ensemble import decoder
 from .paths import released_dir
+
 
 def released_checkpoint():
     """The released Flickr8k model that ships with the package, or a clear error when there is none."""
@@ -29,22 +27,30 @@ def released_checkpoint():
 
 
 class Captioner:
-    def __init__(self, ckpt, device="cpu", weights=None, log=print):
+    """One checkpoint, or several (an ensemble: scratchcap.ensemble) of one vocabulary and feature layer.
+
+    With several, the first gives the configuration, the name and the attention maps."""
+
+    def __init__(self, ckpt, device="cpu", weights=None, log=print, combine="prob", names=None):
         from .vgg16 import VGG16
         from .weights.fetch import ensure_weights
 
+        ckpts = list(ckpt) if isinstance(ckpt, (list, tuple)) else [ckpt]
+        self.model, self.params = decoder(ckpts, device, combine, names)
+        ckpt = ckpts[0]
         self.cfg = ckpt["config"]
         self.name, self.attrs, self.progress = ckpt["model"], ckpt.get("attrs", {}), ckpt.get("progress", {})
-        self.model = get_model(ckpt["model"])
         self.vocab = Vocabulary.from_json(ckpt["vocabulary"])
-        self.params = to_device({k: v.astype(np.float32) for k, v in ckpt["params"].items()}, device)
+        self.members = len(ckpts)
         self.device = device
         self.vgg = VGG16.load(ensure_weights(weights or self.cfg.get("weights"), log=log), device=device, widths=None)
         self.grid = tuple(self.cfg.get("grid") or (0, 0))
 
     @classmethod
-    def load(cls, path=None, device="cpu", weights=None, log=print):
-        return cls(load_checkpoint(path or released_checkpoint()), device, weights, log)
+    def load(cls, path=None, device="cpu", weights=None, log=print, combine="prob"):
+        """path: a checkpoint, several (an ensemble), or None for the released model."""
+        paths = [str(p) for p in path] if isinstance(path, (list, tuple)) and path else [path or released_checkpoint()]
+        return cls([load_checkpoint(p) for p in paths], device, weights, log, combine, names=paths)
 
     def features(self, images):
         x = self.vgg.preprocess(images, size=self.cfg["image_size"])

@@ -21,9 +21,9 @@ from .backend import DeviceUnavailableError, add_device_argument, resolve_device
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DatasetError, Vocabulary, load_dataset
 from .decode import add_decoding_arguments, decode
+from .ensemble import add_ensemble_argument, decoder
 from .feature_cache import CacheError, FeatureCache
 from .metrics import score
-from .models import get_model
 from .progress import progress_bar
 from .weights import WeightFileError
 
@@ -68,10 +68,14 @@ def repeated_bigram_share(hyps: dict) -> float:
 
 
 def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", limit=None, log=print, progress=False,
-             allow_unk=False, length_penalty_alpha=0.0, block_trigrams=False):
-    ckpt = load_checkpoint(ckpt_path)
+             allow_unk=False, length_penalty_alpha=0.0, block_trigrams=False, combine="prob"):
+    """(scores, hyps) of a checkpoint, or of several decoded as an ensemble (a list of paths)."""
+    paths = [str(p) for p in ckpt_path] if isinstance(ckpt_path, (list, tuple)) else [str(ckpt_path)]
+    ckpts = [load_checkpoint(p) for p in paths]
+    model, params = decoder(ckpts, device, combine, names=paths)  # several: checked for one vocabulary first
+    ckpt = ckpts[0]
     cfg = ckpt["config"]
-    model, vocab = get_model(ckpt["model"]), Vocabulary.from_json(ckpt["vocabulary"])
+    vocab = Vocabulary.from_json(ckpt["vocabulary"])
     dataset = dataset or cfg["dataset"]
     data_dir = data_dir or cfg.get("data_dir")
     records = [r for r in load_dataset(dataset, data_dir, log=log) if r.split == split]
@@ -80,7 +84,6 @@ def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", li
     if not records:
         raise DatasetError(f"the {split} split of {dataset} has no usable images")
     feats = _features_for(ckpt, records, device, log, progress)
-    params = to_device({k: v.astype(np.float32) for k, v in ckpt["params"].items()}, device)
     results = []
     bar = progress_bar(len(records), f"decoding, beam {beam}", "img", enabled=progress)
     for s in range(0, len(records), 64):
@@ -100,7 +103,9 @@ def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", li
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m scratchcap.evaluate", description="Score checkpoints on a split.")
-    p.add_argument("--checkpoint", help="checkpoint to score (default: the released Flickr8k model)")
+    p.add_argument("--checkpoint", nargs="+", metavar="CKPT",
+                   help="checkpoint to score, or several of one vocabulary to score as an ensemble (default: the "
+                        "released Flickr8k model)")
     p.add_argument("--compare", nargs="+", metavar="CKPT", help="score several checkpoints side by side")
     p.add_argument("--dataset", help="data set (default: the checkpoint's)")
     p.add_argument("--data-dir", help="data folder (default: the checkpoint's)")
@@ -112,22 +117,27 @@ def main(argv=None):
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--allow-unk", action="store_true", help="let decoding emit <unk> (for analysis)")
     add_decoding_arguments(p)
+    add_ensemble_argument(p)
     add_device_argument(p)
     args = p.parse_args(argv)
     try:
         device = resolve_device(args.device)
         if args.compare:
-            paths = args.compare
+            runs = {p: p for p in args.compare}
+        elif args.checkpoint:
+            runs = {" + ".join(args.checkpoint): args.checkpoint}
         else:
             from .captioner import released_checkpoint
-            paths = [args.checkpoint or released_checkpoint()]
+            runs = {released_checkpoint(): released_checkpoint()}
+        paths = list(runs)
         table, captions = {}, {}
-        for path in paths:
-            table[path], captions[path] = evaluate(path, args.dataset, args.data_dir, args.split, args.beam, device,
+        for path, ckpts in runs.items():
+            table[path], captions[path] = evaluate(ckpts, args.dataset, args.data_dir, args.split, args.beam, device,
                                                    args.limit, log=lambda m: print(m, file=sys.stderr),
                                                    progress=not args.no_progress, allow_unk=args.allow_unk,
                                                    length_penalty_alpha=args.length_penalty,
-                                                   block_trigrams=args.block_trigrams)
+                                                   block_trigrams=args.block_trigrams,
+                                                   combine=args.ensemble_average)
     except (CheckpointError, DatasetError, WeightFileError, DeviceUnavailableError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

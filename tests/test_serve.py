@@ -307,12 +307,16 @@ def test_a_missing_model_or_weights_fails_at_start_up(ckpt, tmp_path):
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_several_checkpoints_are_refused_until_ensembles_exist(ckpt):
+def test_several_checkpoints_are_served_as_an_ensemble(ckpt):
+    from scratchcap.ensemble import Ensemble
     from scratchcap.serve import cli
 
     args = cli._parser().parse_args(["--checkpoint", str(ckpt[0]), str(ckpt[0]), "--weights", str(ckpt[1])])
-    with pytest.raises(ValueError, match="ensemble"):
-        cli.build(args)
+    app, worker = cli.build(args)
+    try:
+        assert isinstance(worker.captioner.model, Ensemble) and len(worker.captioner.model.members) == 2
+    finally:
+        worker.close()
 
 
 def test_the_worker_thread_is_the_only_one_that_captions(server):

@@ -217,7 +217,9 @@ def model_summary(captioner, checkpoint_path) -> dict:
         scores = json.loads(scores)
     if not scores and captioner.progress.get("best") is not None:
         scores = {"CIDEr (greedy, at model selection)": captioner.progress["best"]}
-    return dict(model=captioner.name, checkpoint=os.path.basename(str(checkpoint_path)), vocabulary=len(captioner.vocab),
+    paths = checkpoint_path if isinstance(checkpoint_path, (list, tuple)) else [checkpoint_path]
+    return dict(model=captioner.name if len(paths) == 1 else f"ensemble of {len(paths)}: {captioner.name}, ...",
+                checkpoint=" + ".join(os.path.basename(str(p)) for p in paths), vocabulary=len(captioner.vocab),
                 grid=list(captioner.grid), layer=cfg["layer"], image_size=cfg["image_size"],
                 training_data=cfg.get("dataset"), dev_scores=scores or {},
                 attention=captioner.name != "lstm-noattention")

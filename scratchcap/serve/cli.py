@@ -19,7 +19,8 @@ def _parser():
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 takes a free one)")
     p.add_argument("--checkpoint", nargs="+", metavar="CKPT",
-                   help="the model to serve (default: the released Flickr8k model that ships with the package)")
+                   help="the model to serve, or several of one vocabulary as an ensemble (default: the released "
+                        "Flickr8k model that ships with the package)")
     p.add_argument("--weights", help="VGG-16 weights (default: the checkpoint's, from the user cache)")
     p.add_argument("--beam", type=int, default=3, help="the default beam size (1: greedy)")
     p.add_argument("--max-beam", type=int, default=10, help="the largest beam a request may ask for")
@@ -35,8 +36,10 @@ def _parser():
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     from ..backend import add_device_argument
     from ..decode import add_decoding_arguments
+    from ..ensemble import add_ensemble_argument
     add_device_argument(p)
     add_decoding_arguments(p)
+    add_ensemble_argument(p)
     return p
 
 
@@ -71,12 +74,10 @@ def build(args, log=print):
     from .app import Limits, create_app, model_summary
     from .worker import CaptionWorker
 
-    if args.checkpoint and len(args.checkpoint) > 1:
-        raise ValueError("serving several checkpoints as an ensemble needs ensemble decoding, which scratchcap "
-                         "does not have yet; pass one --checkpoint")
-    path = args.checkpoint[0] if args.checkpoint else released_checkpoint()
+    paths = args.checkpoint or [released_checkpoint()]
     from ..backend import resolve_device
-    captioner = Captioner.load(path, device=resolve_device(args.device), weights=args.weights, log=log)
+    captioner = Captioner.load(paths, device=resolve_device(args.device), weights=args.weights, log=log,
+                               combine=args.ensemble_average)
     if not 1 <= args.beam <= args.max_beam:
         raise ValueError(f"--beam must be from 1 to --max-beam ({args.max_beam}), got {args.beam}")
     worker = CaptionWorker(captioner, queue_size=args.queue, batch_window_ms=args.batch_window_ms,
@@ -84,7 +85,7 @@ def build(args, log=print):
                                                                          block_trigrams=args.block_trigrams))
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_pixels,
                     read_timeout=args.read_timeout, deadline=args.timeout, max_beam=args.max_beam)
-    app = create_app(worker, model_summary(captioner, path), limits, default_beam=args.beam,
+    app = create_app(worker, model_summary(captioner, paths), limits, default_beam=args.beam,
                      examples=example_images())
     return app, worker
 

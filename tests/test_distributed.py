@@ -1,6 +1,7 @@
 """Data-parallel training and sharded features on MPI: exact equivalence to one process, resuming with another
 number of ranks, and failing ranks. Each test starts ``mpiexec -n 2 python -m mpi4py ...`` with a timeout, and
 skips, saying why, where MPI cannot start."""
+import json
 import os
 import shutil
 import subprocess
@@ -161,6 +162,35 @@ def test_two_ranks_train_exactly_like_one_process_and_resume_with_either_count(w
         _same_params(three / "checkpoint-last.h5", one / "checkpoint-last.h5")
         lines = [x for x in open(three / "metrics.jsonl")]
         assert len(lines) == 2  # rank 0 alone wrote the history
+
+
+@needs_mpi
+def test_two_rank_self_critical_training_is_one_process_and_resumes_with_either_count(workspace):
+    """SCST under mpiexec: each rank samples its images' rows of the one-process draw; batches of 23 images
+    give shards of 12 and 11, then a batch of one that leaves rank 1 empty."""
+    root, weights = workspace
+    xe = root / "scst-base"
+    assert _run(1, *_args(root, weights, xe, "lstm-attention", "--epochs", "1")).returncode == 0
+    init = str(xe / "checkpoint-last.h5")
+
+    def scst(out, *extra):
+        return ["--init-from", init, "--objective", "scst", "--out", str(out), "--batch-size", "23",
+                "--scst-samples", "3", "--lr", "0.001", "--dtype", "float64", "--no-progress", "--device", "cpu",
+                *extra]
+
+    one, two = root / "scst-one", root / "scst-two"
+    proc = _run(1, *scst(one, "--epochs", "2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _run(2, *scst(two, "--epochs", "1"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "data-parallel on 2 ranks" in proc.stdout
+    proc = _run(1, "--resume", str(two), "--epochs", "2", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _same_params(two / "checkpoint-last.h5", one / "checkpoint-last.h5")
+    rows_one = [json.loads(x) for x in open(one / "metrics.jsonl")]
+    rows_two = [json.loads(x) for x in open(two / "metrics.jsonl")]
+    assert rows_one[0]["reward"] == pytest.approx(rows_two[0]["reward"], rel=1e-9)
+    assert rows_one[0]["CIDEr"] == pytest.approx(rows_two[0]["CIDEr"], rel=1e-9)
 
 
 @needs_mpi

@@ -45,7 +45,8 @@ DEFAULTS = dict(dataset="shapes", data_dir=None, model="gru-attention", embed=25
                 epochs=None, batch_size=None, lr=None, lam=0.0, dropout=0.3, feature_norm=None, max_length=20,
                 min_count=5, seed=0, image_size=None, layer="block5_conv3", clip=5.0, lr_decay=0.5, decay_patience=2,
                 patience=5, checkpoint_every=100, keep_epochs=False, bucket=False, val_images=None,
-                shapes_images=(2000, 200, 200), dtype="float32", objective="xe", scst_samples=5, scst_baseline="mean")
+                shapes_images=(2000, 200, 200), dtype="float32", label_smoothing=0.0, objective="xe", scst_samples=5,
+                scst_baseline="mean")
 
 # What an --init-from checkpoint fixes: the decoder, and the data and features it was trained on.
 ARCHITECTURE = ("model", "embed", "hidden", "attention", "dropout", "lam", "feature_norm", "max_length", "min_count",
@@ -88,6 +89,8 @@ def build_parser():
     p.add_argument("--lambda", dest="lam", type=float, default=d["lam"],
                    help="weight of the doubly stochastic attention penalty")
     p.add_argument("--dropout", type=float, default=d["dropout"], help="dropout probability")
+    p.add_argument("--label-smoothing", type=float, default=d["label_smoothing"], metavar="EPS",
+                   help="cross-entropy against (1 - EPS) onehot + EPS / V in training (validation loss: plain)")
     p.add_argument("--feature-norm", choices=["rms", "none"], default=d["feature_norm"],
                    help="scale the features by 1/RMS over train images, or feed them raw (default rms; none on shapes)")
     p.add_argument("--max-length", type=int, default=d["max_length"], help="longest caption, in words")

@@ -72,3 +72,16 @@ def test_feature_scale_is_applied_in_training_and_decoding(name):
     enc_b, state_b = model.decode_start(params, by_hand["features"], cfg)
     np.testing.assert_allclose(model.decode_step(params, enc_a, state_a, words)[0],
                                model.decode_step(params, enc_b, state_b, words)[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_label_smoothing_applies_in_training_only_and_its_gradient_checks(name):
+    cfg = dict(D=6, E=4, H=5, A=3, V=9, dropout=0.0, label_smoothing=0.1)
+    params = MODELS[name].init_params(cfg, np.random.default_rng(1), "float64")
+    batch = caption_batch(np.random.default_rng(2), 2, 3, 4, 6, 9)
+    smoothed = MODELS[name].loss_and_grads(params, batch, cfg, None, train=True)[0]
+    plain = MODELS[name].loss_and_grads(params, batch, dict(cfg, label_smoothing=0.0), None, train=True)[0]
+    assert smoothed != plain
+    assert MODELS[name].loss_and_grads(params, batch, cfg, None, train=False)[0] == plain  # validation: plain
+    errors = check_loss(lambda p: MODELS[name].loss_and_grads(p, batch, cfg, None)[:2], params)
+    assert max(errors.values()) < 1e-6, errors

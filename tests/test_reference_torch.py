@@ -63,3 +63,18 @@ def test_adam_matches_pytorch():
         topt.step()
         opt.step(params, {"w": g})
     np.testing.assert_allclose(params["w"], tw.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_label_smoothing_matches_pytorch_cross_entropy():
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((3, 4, 6))
+    targets = rng.integers(0, 6, (3, 4))
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=bool)
+    loss, cache = ops.temporal_cross_entropy_forward(logits, targets, mask, smoothing=0.1)
+    (dlogits,) = ops.temporal_cross_entropy_backward(1.0, cache)
+    t = torch.tensor(logits[mask], requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(t, torch.tensor(targets[mask]), label_smoothing=0.1)
+    ref.backward()
+    assert float(loss) == pytest.approx(float(ref), rel=1e-12)
+    np.testing.assert_allclose(dlogits[mask], t.grad.numpy(), rtol=1e-10, atol=1e-15)
+    assert not dlogits[~mask].any()

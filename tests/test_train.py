@@ -157,7 +157,7 @@ def test_help_explains_every_option(capsys):
     out = capsys.readouterr().out
     for option in ("--dataset", "--data-dir", "--model", "--embed", "--hidden", "--attention", "--epochs",
                    "--batch-size", "--lr", "--lambda", "--max-length", "--min-count", "--out", "--resume",
-                   "--device"):
+                   "--device", "--label-smoothing", "--objective", "--init-from", "--scst-samples", "--scst-baseline"):
         assert option in out
 
 

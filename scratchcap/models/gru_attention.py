@@ -102,7 +102,8 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
         caches.append(c)
     logits, out_cache = output(p, hs)
     ce, ce_cache = ops.temporal_cross_entropy_forward(logits, targets, mask, normalizer=batch.get("tokens_total"),
-                                                      weights=batch.get("caption_weights"))
+                                                      weights=batch.get("caption_weights"),
+                                                      smoothing=cfg.get("label_smoothing", 0.0) if train else 0.0)
     lam = cfg.get("lambda", 0.0)
     penalty, dalphas = attention_penalty_forward(alphas, mask, lam, batch.get("captions_total")) if lam \
         else (0.0, None)

@@ -50,7 +50,8 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
     d, dc_ = ops.dropout_forward(hs, cfg["dropout"], rng, train=train)
     logits, oc = ops.linear_forward(d, p["output/w"], p["output/b"])
     ce, ce_cache = ops.temporal_cross_entropy_forward(logits, targets, mask, normalizer=batch.get("tokens_total"),
-                                                      weights=batch.get("caption_weights"))
+                                                      weights=batch.get("caption_weights"),
+                                                      smoothing=cfg.get("label_smoothing", 0.0) if train else 0.0)
     g = {}
     (dlogits,) = ops.temporal_cross_entropy_backward(1.0, ce_cache)
     dd, g["output/w"], g["output/b"] = ops.linear_backward(dlogits, oc)

@@ -5,7 +5,9 @@ Notation:
     targets  (N, T)     integer word ids in [0, V)
     mask     (N, T)     True for real tokens, False for padding
     weights  (N,)       optional per-caption weight w_n (default 1)
-    loss = -sum_{n,t: mask} w_n * log softmax(logits[n, t])[targets[n, t]] / #mask
+    eps                 label smoothing (default 0): the target is (1 - eps) onehot + eps / V
+    loss = -sum_{n,t: mask} w_n * [(1 - eps) logp[n, t, target] + eps / V * sum_v logp[n, t, v]] / #mask
+    dlogits[n, t] = (softmax - (1 - eps) onehot - eps / V) * w_n * mask / #mask
 
 The mean is over real tokens, not padding, so short captions are not diluted.
 With no real tokens at all the loss is 0 and so is its gradient. ``normalizer``
@@ -40,15 +42,19 @@ def _check(logits, targets, mask, weights):
         _checks.shape(layer, "weights", weights, (N,), "N", "logits")
 
 
-def temporal_cross_entropy_forward(logits, targets, mask, *, normalizer=None, weights=None):
+def temporal_cross_entropy_forward(logits, targets, mask, *, normalizer=None, weights=None, smoothing=0.0):
     """Returns (loss, cache); loss is a 0-d array of logits' dtype. ``normalizer``: divide by it, not #mask;
-    ``weights`` (N,): each caption's tokens count w_n times."""
+    ``weights`` (N,): each caption's tokens count w_n times; ``smoothing``: label smoothing eps in [0, 1)."""
     _check(logits, targets, mask, weights)
     xp = get_array_module(logits)
     N, T, V = logits.shape
     logp = log_softmax(logits, axis=-1).reshape(N * T, V)
     flat_t = targets.reshape(-1)
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"temporal_cross_entropy: smoothing must lie in [0, 1), got {smoothing}")
     picked = logp[xp.arange(N * T), flat_t]
+    if smoothing:
+        picked = (1 - smoothing) * picked + (smoothing / V) * logp.sum(axis=1)
     token_weights = mask.astype(logits.dtype)
     if weights is not None:
         token_weights = token_weights * weights[:, None]
@@ -57,15 +63,17 @@ def temporal_cross_entropy_forward(logits, targets, mask, *, normalizer=None, we
     if count <= 0:
         raise ValueError(f"temporal_cross_entropy: normalizer must be positive, got {normalizer}")
     loss = -(picked * token_weights).sum() / logits.dtype.type(count)
-    return loss, (logp, flat_t, token_weights, count, logits.shape)
+    return loss, (logp, flat_t, token_weights, count, logits.shape, smoothing)
 
 
 def temporal_cross_entropy_backward(dloss, cache):
-    """dloss scalar -> (dlogits (N, T, V),) = (softmax - onehot) * mask * w_n / #mask * dloss."""
-    logp, flat_t, weights, count, shape = cache
+    """dloss scalar -> (dlogits (N, T, V),) = (softmax - (1 - eps) onehot - eps / V) * mask * w_n / #mask * dloss."""
+    logp, flat_t, weights, count, shape, smoothing = cache
     xp = get_array_module(logp)
     dlogits = xp.exp(logp)
-    dlogits[xp.arange(flat_t.shape[0]), flat_t] -= 1
+    dlogits[xp.arange(flat_t.shape[0]), flat_t] -= 1 - smoothing
+    if smoothing:
+        dlogits -= smoothing / shape[-1]
     scale = xp.asarray(dloss, dtype=logp.dtype) / count
     dlogits *= (weights * scale)[:, None]
     return (dlogits.reshape(shape),)

@@ -15,9 +15,28 @@ from .ensemble import decoder
 from .paths import released_dir
 
 
+RELEASED_MANIFEST = "released.json"  # {"default": FILE, "ensemble": [FILE, ...]}: which shipped file is which
+
+
+def released_manifest():
+    """The released folder's manifest ({} when it has none or it is unreadable: the files speak for themselves)."""
+    import json
+
+    try:
+        with open(os.path.join(released_dir(), RELEASED_MANIFEST)) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 def released_checkpoint():
-    """The released Flickr8k model that ships with the package, or a clear error when there is none."""
+    """The released Flickr8k model that ships with the package (the manifest's default, else the first
+    flickr8k-*.h5), or a clear error when there is none."""
     folder = released_dir()
+    default = released_manifest().get("default")
+    if isinstance(default, str) and os.path.isfile(os.path.join(folder, os.path.basename(default))):
+        return os.path.join(folder, os.path.basename(default))
     names = sorted(n for n in os.listdir(folder) if n.startswith("flickr8k-") and n.endswith(".h5")) \
         if os.path.isdir(folder) else []
     if not names:

@@ -133,3 +133,20 @@ def test_caption_and_evaluate_take_several_checkpoints(checkpoints, tmp_path, ca
                                   "--json", str(tmp_path / f"{combine}.json")]) == 0
         assert " + ".join(members) in capsys.readouterr().out
         assert "CIDEr" in json.load(open(tmp_path / f"{combine}.json"))
+
+
+def test_the_released_default_is_the_manifests_file_else_the_first_shipped_one(tmp_path, monkeypatch):
+    from scratchcap import captioner
+
+    monkeypatch.setattr(captioner, "released_dir", lambda: str(tmp_path))
+    with pytest.raises(CheckpointError, match="no released model"):
+        captioner.released_checkpoint()
+    for name in ("flickr8k-a.h5", "flickr8k-b.h5"):
+        (tmp_path / name).write_bytes(b"")
+    assert captioner.released_checkpoint() == str(tmp_path / "flickr8k-a.h5")
+    (tmp_path / "released.json").write_text(json.dumps({"default": "flickr8k-b.h5"}))
+    assert captioner.released_checkpoint() == str(tmp_path / "flickr8k-b.h5")
+    (tmp_path / "released.json").write_text(json.dumps({"default": "../elsewhere/flickr8k-b.h5"}))
+    assert captioner.released_checkpoint() == str(tmp_path / "flickr8k-b.h5")  # only a name inside the folder
+    (tmp_path / "released.json").write_text("{not json")
+    assert captioner.released_checkpoint() == str(tmp_path / "flickr8k-a.h5")

@@ -26,6 +26,7 @@ def test_setup_cfg_lists_every_package_and_maps_the_released_model():
     assert listed == found | {"scratchcap.released"}
     assert cfg["options"]["package_dir"].split() == ["scratchcap.released", "=", "weights"]
     assert "flickr8k-*.h5" in cfg["options.package_data"]["scratchcap.released"]
+    assert "released.json" in cfg["options.package_data"]["scratchcap.released"]
 
 
 def test_help_lists_every_subcommand_and_version_prints(capsys):
@@ -87,6 +88,7 @@ def installed(tmp_path_factory):
 def test_the_installed_wheel_captions_from_an_empty_folder_with_the_released_model(installed, tmp_path):
     venv, site = installed
     assert os.path.exists(os.path.join(site, "scratchcap", "released", "flickr8k-lstm-attention.h5"))
+    assert os.path.exists(os.path.join(site, "scratchcap", "released", "released.json"))
     assert not os.path.exists(os.path.join(site, "scratchcap", "released", "vgg16_imagenet.h5"))
     for name in ("index.html", "app.js", "style.css", "favicon.svg"):  # the page scratchcap serve serves
         assert os.path.exists(os.path.join(site, "scratchcap", "serve", "page", name)), name

@@ -24,12 +24,13 @@ def _take(state, index):
     return state[index]
 
 
-def _repeat(enc, k):
-    if enc is None:
+def repeat_rows(tree, k):
+    """Every array in a (nested tuple of) array(s), each row repeated k times (row n -> rows n*k .. n*k+k-1)."""
+    if tree is None:
         return None
-    if isinstance(enc, tuple):
-        return tuple(_repeat(e, k) for e in enc)
-    return get_array_module(enc).repeat(enc, k, axis=0)
+    if isinstance(tree, tuple):
+        return tuple(repeat_rows(t, k) for t in tree)
+    return get_array_module(tree).repeat(tree, k, axis=0)
 
 
 def top_k(total, k):
@@ -129,7 +130,7 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
     xp = get_array_module(features)
     N, k = features.shape[0], beam
     enc, state = model.decode_start(params, features, cfg)
-    enc, state = _repeat(enc, k), _repeat(state, k)
+    enc, state = repeat_rows(enc, k), repeat_rows(state, k)
     words = xp.full((N * k,), vocab.start, dtype=xp.int64)
     scores = np.full((N, k), -np.inf)
     scores[:, 0] = 0.0  # one live beam per image at the start, so beams do not duplicate

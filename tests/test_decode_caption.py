@@ -15,7 +15,7 @@ from scratchcap.decode import beam_search, greedy, top_k
 from scratchcap.models import MODELS
 from scratchcap.weights import save_weights
 from tolerances import rtol
-from vgg_fixtures import TINY_WIDTHS, random_layers
+from vgg_fixtures import TINY_WIDTHS, random_layers, tiny_captioner_config
 
 VOCAB = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + [f"w{i}" for i in range(9)])
 
@@ -192,9 +192,8 @@ def tiny_checkpoint(tmp_path_factory):
     paths = {}
     for name in ("gru-attention", "lstm-noattention"):
         p, cfg = _params(name, D=8, scale=1.0)
-        cfg.update(image_size=32, layer="block5_conv3", weights=str(weights), grid=[2, 2], dataset="shapes",
-                   max_length=6)
-        paths[name] = save_checkpoint(root / f"{name}.h5", model=name, params=p, config=cfg, vocab=VOCAB)
+        paths[name] = save_checkpoint(root / f"{name}.h5", model=name, params=p, vocab=VOCAB,
+                                      config=tiny_captioner_config(cfg, weights))
     data = generate_shapes(str(root / "shapes"), n_train=2, n_dev=3, n_test=0, size=32, progress=False)
     return root, paths, data
 

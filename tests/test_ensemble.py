@@ -15,7 +15,7 @@ from scratchcap.ensemble import Ensemble, check_members
 from scratchcap.models import MODELS
 from scratchcap.weights import save_weights
 from tolerances import rtol
-from vgg_fixtures import TINY_WIDTHS, random_layers
+from vgg_fixtures import TINY_WIDTHS, random_layers, tiny_captioner_config
 
 VOCAB = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + [f"w{i}" for i in range(9)])
 
@@ -84,23 +84,19 @@ def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("ensemble")
     weights = root / "tiny.h5"
     save_weights(weights, random_layers(2), preprocessing="caffe", source="test", widths=TINY_WIDTHS)
-    paths = {}
-    for k, name in enumerate(("gru-attention", "lstm-attention", "lstm-noattention")):
-        _, p, cfg = _member(name, 10 + k, D=8, scale=1.0)
-        cfg.update(image_size=32, layer="block5_conv3", weights=str(weights), grid=[2, 2], dataset="shapes",
-                   max_length=6)
-        paths[name] = save_checkpoint(root / f"{name}.h5", model=name, params=p, config=cfg, vocab=VOCAB)
-    _, p, cfg = _member("gru-attention", 20, D=8, scale=1.0)
+    def save(name, model, seed, vocab=VOCAB, **changes):
+        _, p, cfg = _member(model, seed, D=8, scale=1.0)
+        return str(save_checkpoint(root / f"{name}.h5", model=model, params=p, vocab=vocab,
+                                   config=tiny_captioner_config(cfg, weights, **changes)))
+
+    paths = {name: save(name, name, 10 + k) for k, name in
+             enumerate(("gru-attention", "lstm-attention", "lstm-noattention"))}
     other = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + [f"v{i}" for i in range(9)])
-    paths["other-vocab"] = save_checkpoint(root / "other-vocab.h5", model="gru-attention", params=p,
-                                           config=dict(cfg, image_size=32, layer="block5_conv3", weights=str(weights),
-                                                       grid=[2, 2], dataset="shapes", max_length=6), vocab=other)
-    paths["other-layer"] = save_checkpoint(root / "other-layer.h5", model="gru-attention", params=p,
-                                           config=dict(cfg, image_size=32, layer="block4_conv3", weights=str(weights),
-                                                       grid=[4, 4], dataset="shapes", max_length=6), vocab=VOCAB)
+    paths["other-vocab"] = save("other-vocab", "gru-attention", 20, vocab=other)
+    paths["other-layer"] = save("other-layer", "gru-attention", 20, layer="block4_conv3", grid=[4, 4])
     data = generate_shapes(str(root / "shapes"), n_train=2, n_dev=3, n_test=0, size=32, progress=False)
     Image.new("RGB", (40, 30), (200, 20, 20)).save(root / "red.jpg")
-    return root, {k: str(v) for k, v in paths.items()}, data
+    return root, paths, data
 
 
 def test_members_of_another_vocabulary_or_layer_are_refused_by_name(checkpoints, capsys):

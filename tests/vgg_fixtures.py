@@ -174,3 +174,11 @@ def write_onnx(path, layers, producer="tf2onnx"):
         [helper.make_tensor_value_info(prev, TensorProto.FLOAT, None)], initializer=inits)
     model = helper.make_model(graph, producer_name=producer)
     onnx.save(model, str(path))
+
+
+def tiny_captioner_config(cfg, weights, **changes):
+    """A decoder config over the tiny VGG-16: 32 px images, a 2x2 block5_conv3 grid, shapes captions."""
+    out = dict(cfg, image_size=32, layer="block5_conv3", weights=str(weights), grid=[2, 2], dataset="shapes",
+               max_length=6)
+    out.update(changes)
+    return out

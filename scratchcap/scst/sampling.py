@@ -22,15 +22,7 @@ import numpy as np
 
 from ..backend import get_array_module, to_numpy
 from ..counter_random import counter_uniform
-
-
-def repeat_rows(tree, k):
-    """Every array in a (nested tuple of) array(s), each row repeated k times (row n -> rows n*k .. n*k+k-1)."""
-    if tree is None:
-        return None
-    if isinstance(tree, tuple):
-        return tuple(repeat_rows(t, k) for t in tree)
-    return get_array_module(tree).repeat(tree, k, axis=0)
+from ..decode import repeat_rows
 
 
 def sample_captions(model, params, features, cfg, vocab, k, key, max_length=20, temperature=1.0,

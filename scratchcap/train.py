@@ -496,9 +496,9 @@ def train(args, log=_log, world=None):
     else:
         examples = encode_records(splits["train"], vocab, cfg["max_length"])
     n_batches = math.ceil(len(examples) / cfg["batch_size"])
+    per_epoch = f"{len(examples)} images x {cfg['scst_samples']} samples" if scst else f"{len(examples)} captions"
     log(f"{cfg['model']} on {cfg['dataset']}: {len(splits['train'])} train / {len(splits['dev'])} dev images, "
-        f"{len(examples)} captions, vocabulary {len(vocab)}, regions {cfg['L']}x{cfg['D']}, device {device}; "
-        f"run folder {run_dir}")
+        f"{per_epoch}, vocabulary {len(vocab)}, regions {cfg['L']}x{cfg['D']}, device {device}; run folder {run_dir}")
     if world.size > 1:
         log(f"data-parallel on {world.size} ranks ({world.name}); each takes its rows of every batch of "
             f"{cfg['batch_size']}")

@@ -286,3 +286,22 @@ def test_scst_refuses_what_it_cannot_start_from(xe_run, tmp_path, capsys):
     assert train_module.main(_scst_args(tmp_path / "v", other)) == 2
     assert "the checkpoint's vocabulary" in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
+
+
+def test_a_self_critical_step_on_the_device_equals_numpys(xp):
+    """Sampling, reward and the weighted backward through the array-module seam: the same gradients on CuPy."""
+    from scratchcap.backend import to_numpy
+
+    model = MODELS["lstm-attention"]
+    params, cfg = _model("lstm-attention", scale=2.0)
+    features = np.random.default_rng(8).standard_normal((3, 4, 6))
+
+    def reward(image_ids, word_lists):
+        return np.array([len(ws) + ws.count("w2") for ws in word_lists], dtype=np.float64)
+
+    host = scst_loss_and_grads(model, params, features, [0, 1, 2], cfg, VOCAB, reward, key=5, k=3, max_length=5)
+    dev = scst_loss_and_grads(model, {k: xp.asarray(v) for k, v in params.items()}, xp.asarray(features), [0, 1, 2],
+                              cfg, VOCAB, reward, key=5, k=3, max_length=5)
+    assert (host[2]["ids"] == dev[2]["ids"]).all() and host[2]["reward_sum"] == dev[2]["reward_sum"]
+    for name, g in host[1].items():
+        np.testing.assert_allclose(to_numpy(dev[1][name]), g, rtol=rtol(np.float64, 256), atol=1e-14)

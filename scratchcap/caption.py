@@ -55,7 +55,8 @@ def main(argv=None):
         cap = Captioner.load(args.checkpoint, device=resolve_device(args.device), weights=args.weights,
                              log=lambda m: print(m, file=sys.stderr), combine=args.ensemble_average)
         results = cap.caption(images, beam=args.beam, allow_unk=args.allow_unk,
-                              length_penalty_alpha=args.length_penalty, block_trigrams=args.block_trigrams)
+                              length_penalty_alpha=args.length_penalty, block_trigrams=args.block_trigrams,
+                              block_bad_endings=args.block_bad_endings)
     except (CheckpointError, WeightFileError, DeviceUnavailableError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -79,7 +79,8 @@ class Captioner:
         return act.reshape(n, rows * cols, d)
 
     def caption(self, images, beam=3, max_length=None, batch_size=8, **options):
-        """Results of decode() for PIL images; options: allow_unk, length_penalty_alpha, block_trigrams."""
+        """Results of decode() for PIL images; options: allow_unk, length_penalty_alpha, block_trigrams,
+        block_bad_endings."""
         out = []
         for s in range(0, len(images), batch_size):
             feats = self.features(images[s:s + batch_size])

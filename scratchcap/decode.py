@@ -75,8 +75,20 @@ def _mask_unk(logp, vocab, allow_unk):
     return logp
 
 
-def greedy(model, params, features, cfg, vocab, max_length=20, allow_unk=False):
-    """The argmax word at every step (no sampling), until <end> or max_length."""
+# Words a caption should not end on (the list of Luo's self-critical.pytorch, --remove_bad_endings): a model
+# trained on CIDEr learns to stop early, after "a" or "on", where a cross-entropy model almost never does.
+BAD_ENDINGS = ("a", "an", "the", "in", "for", "at", "of", "with", "before", "after", "on", "upon", "near", "to", "is",
+               "are", "am")
+
+
+def bad_ending_ids(vocab):
+    return np.array([vocab.index[w] for w in BAD_ENDINGS if w in vocab.index], dtype=np.int64)
+
+
+def greedy(model, params, features, cfg, vocab, max_length=20, allow_unk=False, block_bad_endings=False):
+    """The argmax word at every step (no sampling), until <end> or max_length.
+
+    ``block_bad_endings``: no <end> right after one of BAD_ENDINGS."""
     xp = get_array_module(features)
     enc, state = model.decode_start(params, features, cfg)
     N = features.shape[0]
@@ -85,9 +97,15 @@ def greedy(model, params, features, cfg, vocab, max_length=20, allow_unk=False):
     logprob = np.zeros(N)
     alphas = []
     done = np.zeros(N, dtype=bool)
+    bad = bad_ending_ids(vocab) if block_bad_endings else None
     for t in range(max_length):
         logp, state, alpha = model.decode_step(params, enc, state, words)
         logp = _mask_unk(logp, vocab, allow_unk)
+        if bad is not None and t > 0:
+            rows = np.nonzero(np.isin(ids[:, t - 1], bad))[0]
+            if rows.size:
+                logp = logp.copy() if allow_unk else logp  # never the model's own array
+                logp[xp.asarray(rows), vocab.end] = float("-inf")
         words = logp.argmax(axis=1)
         w = to_numpy(words)
         logprob += np.where(done, 0.0, to_numpy(logp[xp.arange(N), words]))
@@ -121,11 +139,12 @@ def length_penalty(lengths, alpha):
 
 
 def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, length_norm=False, allow_unk=False,
-                length_penalty_alpha=0.0, block_trigrams=False):
+                length_penalty_alpha=0.0, block_trigrams=False, block_bad_endings=False):
     """Beam search over all images at once; with beam=1 it is exactly greedy().
 
     ``length_penalty_alpha`` > 0 ranks the finished beams by logprob / lp (GNMT); ``block_trigrams`` forbids
-    a word that would repeat a trigram of the beam's own caption.
+    a word that would repeat a trigram of the beam's own caption; ``block_bad_endings`` forbids <end> after one
+    of BAD_ENDINGS.
     """
     xp = get_array_module(features)
     N, k = features.shape[0], beam
@@ -146,6 +165,8 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         V = logp.shape[2]
         if block_trigrams:
             _block_repeated_trigrams(logp, history)
+        if block_bad_endings and t > 0:
+            logp[np.isin(history[:, :, -1], bad_ending_ids(vocab)), vocab.end] = -np.inf
         # A finished beam may only continue with <pad>, at no cost, so that it keeps its score.
         logp[finished] = -np.inf
         logp[finished, vocab.pad] = 0.0
@@ -183,7 +204,7 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
 
 
 def decode(model, params, features, cfg, vocab, beam=1, max_length=20, length_norm=False, batch_size=64,
-           allow_unk=False, length_penalty_alpha=0.0, block_trigrams=False):
+           allow_unk=False, length_penalty_alpha=0.0, block_trigrams=False, block_bad_endings=False):
     """Captions for many images, in batches; beam=1 is greedy. <unk> is never emitted unless allow_unk.
 
     The length penalty and trigram blocking apply to beam search (beam > 1)."""
@@ -191,10 +212,10 @@ def decode(model, params, features, cfg, vocab, beam=1, max_length=20, length_no
     for s in range(0, features.shape[0], batch_size):
         f = features[s:s + batch_size]
         if beam == 1:
-            out += greedy(model, params, f, cfg, vocab, max_length, allow_unk)
+            out += greedy(model, params, f, cfg, vocab, max_length, allow_unk, block_bad_endings)
         else:
             out += beam_search(model, params, f, cfg, vocab, beam, max_length, length_norm, allow_unk,
-                               length_penalty_alpha, block_trigrams)
+                               length_penalty_alpha, block_trigrams, block_bad_endings)
     return out
 
 
@@ -203,6 +224,7 @@ def decode(model, params, features, cfg, vocab, beam=1, max_length=20, length_no
 # from 10.4% to 8.4%, so the commands use both unless told otherwise; the functions above default to neither.
 DEFAULT_LENGTH_PENALTY = 0.6
 DEFAULT_BLOCK_TRIGRAMS = True
+DEFAULT_BLOCK_BAD_ENDINGS = False
 
 
 def add_decoding_arguments(parser):
@@ -214,4 +236,8 @@ def add_decoding_arguments(parser):
                              f"{DEFAULT_LENGTH_PENALTY}; 0: off)")
     parser.add_argument("--block-trigrams", action=argparse.BooleanOptionalAction, default=DEFAULT_BLOCK_TRIGRAMS,
                         help="forbid a beam to repeat one of its own trigrams (default: on)")
+    parser.add_argument("--block-bad-endings", action=argparse.BooleanOptionalAction,
+                        default=DEFAULT_BLOCK_BAD_ENDINGS,
+                        help="forbid a caption to end on " + ", ".join(BAD_ENDINGS[:4]) + ", ... (default: "
+                             f"{'on' if DEFAULT_BLOCK_BAD_ENDINGS else 'off'})")
     return parser

@@ -68,7 +68,8 @@ def repeated_bigram_share(hyps: dict) -> float:
 
 
 def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", limit=None, log=print, progress=False,
-             allow_unk=False, length_penalty_alpha=0.0, block_trigrams=False, combine="prob"):
+             allow_unk=False, length_penalty_alpha=0.0, block_trigrams=False, combine="prob",
+             block_bad_endings=False):
     """(scores, hyps) of a checkpoint, or of several decoded as an ensemble (a list of paths)."""
     paths = [str(p) for p in ckpt_path] if isinstance(ckpt_path, (list, tuple)) else [str(ckpt_path)]
     ckpts = [load_checkpoint(p) for p in paths]
@@ -89,7 +90,8 @@ def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", li
     for s in range(0, len(records), 64):
         results += decode(model, params, to_device(feats[s:s + 64], device), cfg, vocab, beam=beam,
                           max_length=cfg["max_length"], allow_unk=allow_unk,
-                          length_penalty_alpha=length_penalty_alpha, block_trigrams=block_trigrams)
+                          length_penalty_alpha=length_penalty_alpha, block_trigrams=block_trigrams,
+                          block_bad_endings=block_bad_endings)
         bar.update(min(64, len(records) - s))
     bar.close()
     hyps = {r.image_id: " ".join(res["words"]) for r, res in zip(records, results)}
@@ -137,6 +139,7 @@ def main(argv=None):
                                                    progress=not args.no_progress, allow_unk=args.allow_unk,
                                                    length_penalty_alpha=args.length_penalty,
                                                    block_trigrams=args.block_trigrams,
+                                                   block_bad_endings=args.block_bad_endings,
                                                    combine=args.ensemble_average)
     except (CheckpointError, DatasetError, WeightFileError, DeviceUnavailableError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -406,3 +406,45 @@ def test_evaluate_reports_how_often_captions_repeat_a_word_pair():
 
     hyps = {"a": "a black dog and a black dog", "b": "a dog runs", "c": "a man and a woman", "d": "two men"}
     assert repeated_bigram_share(hyps) == 0.25
+
+
+ENDINGS_VOCAB = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "runs"])
+
+
+class EndsOnA:
+    """After <start>: "a" (0.8) or "dog" (0.2); after "a": <end> (0.6) or "dog" (0.4); then <end>."""
+
+    @staticmethod
+    def decode_start(p, features, cfg):
+        return None, features[:, 0, 0] * 0
+
+    @staticmethod
+    def decode_step(p, enc, state, words):
+        from scratchcap.backend import get_array_module
+        xp = get_array_module(state)
+        V = ENDINGS_VOCAB
+        logp = xp.full((len(words), len(V)), -30.0)
+        w = np.asarray(words.get() if hasattr(words, "get") else words)
+        for n, word in enumerate(w):
+            if word == V.start:
+                logp[n, V.index["a"]], logp[n, V.index["dog"]] = float(np.log(0.8)), float(np.log(0.2))
+            elif word == V.index["a"]:
+                logp[n, V.end], logp[n, V.index["dog"]] = float(np.log(0.6)), float(np.log(0.4))
+            else:
+                logp[n, V.end] = 0.0
+        return logp, state + 1, None
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_bad_endings_can_be_blocked(beam, xp):
+    feats = xp.zeros((2, 1, 1))
+
+    def run(**kw):
+        if beam == 1:
+            return greedy(EndsOnA, None, feats, {}, ENDINGS_VOCAB, 4, **kw)
+        return beam_search(EndsOnA, None, feats, {}, ENDINGS_VOCAB, beam=beam, max_length=4, **kw)
+
+    assert [r["words"] for r in run()] == [["a"], ["a"]]
+    blocked = run(block_bad_endings=True)
+    assert [r["words"] for r in blocked] == [["a", "dog"], ["a", "dog"]]
+    assert blocked[0]["logprob"] == pytest.approx(np.log(0.8 * 0.4))

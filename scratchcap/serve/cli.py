@@ -82,7 +82,8 @@ def build(args, log=print):
         raise ValueError(f"--beam must be from 1 to --max-beam ({args.max_beam}), got {args.beam}")
     worker = CaptionWorker(captioner, queue_size=args.queue, batch_window_ms=args.batch_window_ms,
                            max_batch=args.max_batch, decode_options=dict(length_penalty_alpha=args.length_penalty,
-                                                                         block_trigrams=args.block_trigrams))
+                                                                         block_trigrams=args.block_trigrams,
+                                                                         block_bad_endings=args.block_bad_endings))
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_pixels,
                     read_timeout=args.read_timeout, deadline=args.timeout, max_beam=args.max_beam)
     app = create_app(worker, model_summary(captioner, paths), limits, default_beam=args.beam,

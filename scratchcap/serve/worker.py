@@ -44,7 +44,7 @@ class CaptionWorker:
 
     def __init__(self, captioner, queue_size=16, batch_window_ms=10.0, max_batch=16, decode_options=None):
         self.captioner = captioner
-        self.decode_options = dict(decode_options or {})  # length_penalty_alpha, block_trigrams
+        self.decode_options = dict(decode_options or {})  # length_penalty_alpha, block_trigrams, block_bad_endings
         self.jobs = queue.Queue(maxsize=max(1, int(queue_size)))
         self.batch_window = max(0.0, float(batch_window_ms)) / 1e3
         self.max_batch = max(1, int(max_batch))

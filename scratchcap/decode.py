@@ -8,6 +8,12 @@ finished or live hypothesis of the last step, best first, as {words, logprob}.
 Neither emits <unk> unless ``allow_unk=True``: its log-probability is set to
 -inf before the choice, so the next best word takes its place. Users never want
 to read the unknown token; the flag is there for analysis.
+
+Neither ever emits <pad> or <start>: they are not words, and a caption that held
+them would print as a fragment ("a boy is playing on a"), since they are dropped
+from the text. A cross-entropy model gives them ~1e-7, but a model trained on its
+own samples can give them much more (scratchcap.scst: they must be sampled to be
+pushed down).
 """
 from __future__ import annotations
 
@@ -66,12 +72,12 @@ def _result(vocab, ids, logprob, alphas):
     return out
 
 
-def _mask_unk(logp, vocab, allow_unk):
-    """logp (N, V) with <unk> at -inf, unless allowed; a copy, so the model's output is left as it was."""
-    if allow_unk:
-        return logp
+def _mask_tokens(logp, vocab, allow_unk):
+    """logp (N, V) with <pad>, <start> and (unless allowed) <unk> at -inf; a copy, so the model's output is left
+    as it was."""
     logp = logp.copy()
-    logp[:, vocab.unk] = float("-inf")  # a Python float: CuPy takes no NumPy scalars
+    for token in (vocab.pad, vocab.start) if allow_unk else (vocab.pad, vocab.start, vocab.unk):
+        logp[:, token] = float("-inf")  # a Python float: CuPy takes no NumPy scalars
     return logp
 
 
@@ -100,12 +106,11 @@ def greedy(model, params, features, cfg, vocab, max_length=20, allow_unk=False, 
     bad = bad_ending_ids(vocab) if block_bad_endings else None
     for t in range(max_length):
         logp, state, alpha = model.decode_step(params, enc, state, words)
-        logp = _mask_unk(logp, vocab, allow_unk)
+        logp = _mask_tokens(logp, vocab, allow_unk)
         if bad is not None and t > 0:
             rows = np.nonzero(np.isin(ids[:, t - 1], bad))[0]
             if rows.size:
-                logp = logp.copy() if allow_unk else logp  # never the model's own array
-                logp[xp.asarray(rows), vocab.end] = float("-inf")
+                logp[xp.asarray(rows), vocab.end] = float("-inf")  # logp is _mask_tokens's copy
         words = logp.argmax(axis=1)
         w = to_numpy(words)
         logprob += np.where(done, 0.0, to_numpy(logp[xp.arange(N), words]))
@@ -160,6 +165,8 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
     for t in range(max_length):
         logp, state, alpha = model.decode_step(params, enc, state, words)
         logp = to_numpy(logp).astype(np.float64).reshape(N, k, -1)
+        logp[:, :, vocab.start] = -np.inf
+        logp[:, :, vocab.pad] = -np.inf  # a finished beam's <pad> is set below
         if not allow_unk:
             logp[:, :, vocab.unk] = -np.inf
         V = logp.shape[2]

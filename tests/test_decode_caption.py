@@ -448,3 +448,32 @@ def test_bad_endings_can_be_blocked(beam, xp):
     blocked = run(block_bad_endings=True)
     assert [r["words"] for r in blocked] == [["a", "dog"], ["a", "dog"]]
     assert blocked[0]["logprob"] == pytest.approx(np.log(0.8 * 0.4))
+
+
+class PrefersNonWords:
+    """<start> (0.5) and <pad> (0.3) before the real word w1 (0.2), then <end>."""
+
+    @staticmethod
+    def decode_start(p, features, cfg):
+        return None, features[:, 0, 0] * 0
+
+    @staticmethod
+    def decode_step(p, enc, state, words):
+        from scratchcap.backend import get_array_module
+        xp = get_array_module(state)
+        logp = xp.full((len(words), len(VOCAB)), -30.0)
+        if float(state[0]) == 0:
+            logp[:, VOCAB.start], logp[:, VOCAB.pad], logp[:, 5] = [float(np.log(x)) for x in (0.5, 0.3, 0.2)]
+        else:
+            logp[:, VOCAB.end] = 0.0
+        return logp, state + 1, None
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_decoding_never_emits_pad_or_start(beam, xp):
+    """Dropped from the text, they would print as a fragment; the next real word takes their place."""
+    feats = xp.zeros((2, 1, 1))
+    out = beam_search(PrefersNonWords, None, feats, {}, VOCAB, beam=beam, max_length=4) if beam > 1 \
+        else greedy(PrefersNonWords, None, feats, {}, VOCAB, 4)
+    assert [r["words"] for r in out] == [["w1"], ["w1"]]
+    assert out[0]["logprob"] == pytest.approx(np.log(0.2))

@@ -74,7 +74,7 @@ def scst_loss_and_grads(model, params, features, image_ids, cfg, vocab, reward, 
     ids, lengths, ended = sample_captions(model, params, features, cfg, vocab, k, key, max_length,
                                           row_offset=row_offset, rows_total=samples_total)
     t0 = time.perf_counter()
-    rewards = reward([i for i in image_ids for _ in range(k)], sample_words(vocab, ids, ended))
+    rewards = reward([i for i in image_ids for _ in range(k)], sample_words(vocab, ids, lengths))
     greedy_rewards = None
     seconds = time.perf_counter() - t0
     if baseline == "greedy":  # the test-time caption: <unk> masked, as decoding does

@@ -17,9 +17,10 @@ from ..data.vocab import END
 from ..metrics import CiderD
 
 
-def sample_words(vocab, ids, ended):
-    """The words of each sampled row, with <end> where the row ended (not where it ran out of length)."""
-    return [vocab.decode(row) + ([END] if e else []) for row, e in zip(ids, ended)]
+def sample_words(vocab, ids, lengths):
+    """The tokens of each sampled row, by name: <end> where the row ended, and <pad>, <start> or <unk> where
+    they were drawn (they match no reference, so they cost reward)."""
+    return [[vocab.words[i] for i in row[:n]] for row, n in zip(ids, lengths)]
 
 
 class CiderReward:

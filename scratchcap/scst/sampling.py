@@ -3,14 +3,16 @@
 Notation: N images, k samples per image, V vocabulary, T = max_length.
 
     rows      n * k + j is sample j of image n                       (N*k rows)
-    p_t       softmax(log p(. | w_<t, image) / temperature)           (N*k, V), <pad> and <start> at 0
+    p_t       softmax(log p(. | w_<t, image) / temperature)           (N*k, V)
     w_t       the word whose cumulative probability first exceeds u * sum(p_t),
               u = counter_uniform(key)[t * rows_total + row_offset + row]   one uniform per row and step
     a row stops at <end> (kept: it is a word the reward and the gradient count) or at T words
 
-<pad> and <start> are never sampled: they are never a target, so a trained model gives them
-almost nothing, and a caption cannot hold them. <unk> can be: it is a word of the training
-targets, and the reward, which never matches it, teaches the model to avoid it.
+Every token can be drawn, <pad>, <start> and <unk> included: the reward, which never matches
+them, is what teaches the model to avoid them. Excluding them from the draw excludes them from
+the gradient too, and then every negative advantage moves probability onto them: a first run
+that did so put 54% on <start> after "on a" within two epochs, which decoding, which drops
+non-words, printed as the fragment "a boy is playing on a".
 
 The uniforms come from one 64-bit key and each row's global position (scratchcap.counter_random),
 so a data-parallel rank that holds rows row_offset.. of a batch draws exactly those rows of the
@@ -27,7 +29,7 @@ from ..decode import repeat_rows
 
 def sample_captions(model, params, features, cfg, vocab, k, key, max_length=20, temperature=1.0,
                     row_offset=0, rows_total=None):
-    """(ids (N*k, T) int64 with <pad> after the end, lengths (N*k,) tokens counting <end>, ended (N*k,) bool).
+    """(ids (N*k, T) int64, <pad> after the end, lengths (N*k,) tokens counting <end>, ended (N*k,) bool).
 
     ``features`` (N, L, D) as the model's decode_start takes them. Host arrays out, whatever the device.
     """
@@ -48,8 +50,6 @@ def sample_captions(model, params, features, cfg, vocab, k, key, max_length=20, 
         logp, state, _ = model.decode_step(params, enc, state, words)
         scaled = logp if temperature == 1.0 else logp / logp.dtype.type(temperature)
         p = xp.exp(scaled - scaled.max(axis=1, keepdims=True))
-        p[:, vocab.pad] = 0
-        p[:, vocab.start] = 0
         cdf = xp.cumsum(p, axis=1, dtype=xp.float64)  # float64: u * total stays below the last entry
         u = counter_uniform(xp, key, (rows,), np.float64, start=t * rows_total + row_offset)
         threshold = (u * cdf[:, -1])[:, None]

@@ -101,23 +101,28 @@ def test_beam_search_finds_the_best_sequence_of_a_known_model():
     assert [h["logprob"] for h in res["beams"]] == pytest.approx([np.log(0.4), np.log(0.6 / 3)])
 
 
-class UnkFirst:
-    """A next-word table whose best first word is <unk> (0.5), then w2 (0.3); after either, <end>."""
+def first_word_model(probs, vocab=VOCAB):
+    """A next-word table: at the first step {token id: probability} (every other token e^-30); then <end>."""
+    from scratchcap.backend import get_array_module
 
-    @staticmethod
-    def decode_start(p, features, cfg):
-        return None, features[:, 0, 0] * 0  # the step count, on the features' device
+    class Table:
+        @staticmethod
+        def decode_start(p, features, cfg):
+            return None, features[:, 0, 0] * 0  # the step count, on the features' device
 
-    @staticmethod
-    def decode_step(p, enc, state, words):
-        from scratchcap.backend import get_array_module
-        xp = get_array_module(state)
-        logp = xp.full((len(words), len(VOCAB)), -20.0)
-        if float(state[0]) == 0:
-            logp[:, VOCAB.unk], logp[:, 6] = float(np.log(0.5)), float(np.log(0.3))
-        else:
-            logp[:, VOCAB.end] = 0.0
-        return logp, state + 1, None
+        @staticmethod
+        def decode_step(p, enc, state, words):
+            logp = get_array_module(state).full((len(words), len(vocab)), -30.0)
+            if float(state[0]) == 0:
+                for token, prob in probs.items():
+                    logp[:, token] = float(np.log(prob))
+            else:
+                logp[:, vocab.end] = 0.0
+            return logp, state + 1, None
+    return Table
+
+
+UnkFirst = first_word_model({VOCAB.unk: 0.5, 6: 0.3})  # the best first word is <unk>, then w2
 
 
 @pytest.mark.parametrize("beam", [1, 3])
@@ -450,23 +455,7 @@ def test_bad_endings_can_be_blocked(beam, xp):
     assert blocked[0]["logprob"] == pytest.approx(np.log(0.8 * 0.4))
 
 
-class PrefersNonWords:
-    """<start> (0.5) and <pad> (0.3) before the real word w1 (0.2), then <end>."""
-
-    @staticmethod
-    def decode_start(p, features, cfg):
-        return None, features[:, 0, 0] * 0
-
-    @staticmethod
-    def decode_step(p, enc, state, words):
-        from scratchcap.backend import get_array_module
-        xp = get_array_module(state)
-        logp = xp.full((len(words), len(VOCAB)), -30.0)
-        if float(state[0]) == 0:
-            logp[:, VOCAB.start], logp[:, VOCAB.pad], logp[:, 5] = [float(np.log(x)) for x in (0.5, 0.3, 0.2)]
-        else:
-            logp[:, VOCAB.end] = 0.0
-        return logp, state + 1, None
+PrefersNonWords = first_word_model({VOCAB.start: 0.5, VOCAB.pad: 0.3, 5: 0.2})  # before the real word w1
 
 
 @pytest.mark.parametrize("beam", [1, 3])

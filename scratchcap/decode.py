@@ -81,8 +81,9 @@ def _mask_tokens(logp, vocab, allow_unk):
     return logp
 
 
-# Words a caption should not end on (the list of Luo's self-critical.pytorch, --remove_bad_endings): a model
-# trained on CIDEr learns to stop early, after "a" or "on", where a cross-entropy model almost never does.
+# Words a caption should not end on (the list of Luo's self-critical.pytorch, --remove_bad_endings), against
+# models trained on CIDEr that learn to stop after "a" or "on". On our released models it changed nothing
+# (docs/results.md), so it is off by default.
 BAD_ENDINGS = ("a", "an", "the", "in", "for", "at", "of", "with", "before", "after", "on", "upon", "near", "to", "is",
                "are", "am")
 
@@ -162,6 +163,7 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
     lengths = np.zeros((N, k), dtype=np.int64)
     history = np.zeros((N, k, 0), dtype=np.int64)
     att_history = None
+    bad = bad_ending_ids(vocab) if block_bad_endings else None
     for t in range(max_length):
         logp, state, alpha = model.decode_step(params, enc, state, words)
         logp = to_numpy(logp).astype(np.float64).reshape(N, k, -1)
@@ -172,8 +174,8 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         V = logp.shape[2]
         if block_trigrams:
             _block_repeated_trigrams(logp, history)
-        if block_bad_endings and t > 0:
-            logp[np.isin(history[:, :, -1], bad_ending_ids(vocab)), vocab.end] = -np.inf
+        if bad is not None and t > 0:
+            logp[np.isin(history[:, :, -1], bad), vocab.end] = -np.inf
         # A finished beam may only continue with <pad>, at no cost, so that it keeps its score.
         logp[finished] = -np.inf
         logp[finished, vocab.pad] = 0.0

@@ -1,4 +1,4 @@
-"""python benchmarks/run.py [--device cpu|gpu|all] [--quick] [--json out.json]
+"""python benchmarks/run.py [--device cpu|gpu|all] [--quick] [--threads-sweep 1,2] [--json out.json]
 
 Times scratchcap on NumPy (CPU) and CuPy (GPU) against PyTorch on the same
 device, with identical inputs. Each library runs in its own process with the
@@ -136,6 +136,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="fewer rounds and repeats, VGG-16 at batch 1 only, no OPENBLAS_CORETYPE variant")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every library")
+    p.add_argument("--threads-sweep", metavar="N,N,...",
+                   help="time every case at each of these thread counts (e.g. 1,2) and report each library's "
+                        "speed-up over the first count")
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds per case")
     p.add_argument("--cases", help="comma-separated subset of the cases (e.g. decoder,vgg16)")
     p.add_argument("--small", action="store_true", help="tiny shapes: checks that every case runs, measures nothing")
@@ -150,34 +153,42 @@ def main(argv=None):
     repeats = 2 if args.quick else 3
     variants = [] if args.quick else coretype_variants()
     cases = plan(args.quick)
+    try:
+        counts = [int(n) for n in args.threads_sweep.split(",")] if args.threads_sweep else [args.threads]
+    except ValueError:
+        p.error(f"--threads-sweep takes thread counts separated by commas, got {args.threads_sweep!r}")
+    if min(counts) < 1:
+        p.error("thread counts must be >= 1")
     if args.cases:
         keep = set(args.cases.split(","))
         cases = [c for c in cases if c[0] in keep]
     import numpy
     info = dict(date=time.strftime("%Y-%m-%d"), commit=_commit(), machine=platform.machine(),
-                processor=platform.processor(), cpus=os.cpu_count(), threads=args.threads,
+                processor=platform.processor(), cpus=os.cpu_count(), threads=counts,
                 python=platform.python_version(), numpy=numpy.__version__,
                 torch=_version("torch"), cupy=_version("cupy"), gpu={}, blas={}, small=args.small,
                 missing=missing, failed=[], complete=False)
-    times, flops = {}, {}  # (case, params as JSON, library label) -> seconds; (case, params) -> flops
-    for _ in range(rounds):  # alternate: numpy (each variant), torch, cupy, torch-cuda, numpy, ...
-        for lib in libs:
-            for label, change, jobs in groups(lib, cases, variants):
-                key = f"{lib} {label}".strip()
-                for job, r in run_worker(lib, jobs, args.threads, change, args.small, repeats=repeats):
-                    case, kw = job["case"], {k: v for k, v in job.items() if k != "case"}
-                    if "error" in r:  # one broken case or library must not cost the others their numbers
-                        print(f"FAILED {key} {case} {kw or ''}: {r['error']}", file=sys.stderr)
-                        info["failed"].append(dict(case=case, params=kw, library=key, error=r["error"]))
-                        continue
-                    times.setdefault((case, json.dumps(kw), key), []).extend(r["times"])
-                    flops[case, json.dumps(kw)] = r["flops"]
-                    info["blas"][key] = r["blas"]
-                    info["gpu"].update(r.get("gpu") or {})
-                results = summarize(cases, times, flops)
-                if args.json:  # after every process, so that a run cut short keeps what it measured
-                    write_json(args.json, dict(info=info, results=results), indent=1)
-    results = summarize(cases, times, flops)
+    times, flops = {}, {}  # (case, params as JSON, library label, threads) -> seconds; (case, params) -> flops
+    for _ in range(rounds):  # alternate: each thread count, and within it numpy (each variant), torch, cupy, ...
+        for n in counts:
+            for lib in libs:
+                for label, change, jobs in groups(lib, cases, variants):
+                    key = f"{lib} {label}".strip()
+                    for job, r in run_worker(lib, jobs, n, change, args.small, repeats=repeats):
+                        case, kw = job["case"], {k: v for k, v in job.items() if k != "case"}
+                        if "error" in r:  # one broken case or library must not cost the others their numbers
+                            print(f"FAILED {key} {case} {kw or ''}: {r['error']}", file=sys.stderr)
+                            info["failed"].append(dict(case=case, params=kw, library=key, threads=n,
+                                                       error=r["error"]))
+                            continue
+                        times.setdefault((case, json.dumps(kw), key, n), []).extend(r["times"])
+                        flops[case, json.dumps(kw)] = r["flops"]
+                        info["blas"][f"{key} ({n} threads)"] = r["blas"]
+                        info["gpu"].update(r.get("gpu") or {})
+                    results = summarize(cases, times, flops, counts)
+                    if args.json:  # after every process, so that a run cut short keeps what it measured
+                        write_json(args.json, dict(info=info, results=results), indent=1)
+    results = summarize(cases, times, flops, counts)
     info["complete"] = True
     _print(info, results)
     if args.json:
@@ -197,35 +208,40 @@ def groups(lib, cases, coretypes):
     return [(label, change, jobs) for label, (change, jobs) in out.items()]
 
 
-def summarize(cases, times, flops):
-    """One row per (case, library) with its median, in the plan's order, and the ratios between them."""
+def summarize(cases, times, flops, counts=(None,)):
+    """One row per (case, library, thread count) with its median, in the plan's order, and the ratios between
+    them; ``counts`` are the thread counts timed, the first being the one that speed-ups are taken over."""
     results = []
     for case, kw, images in cases:
-        for (c, params, key), ts in times.items():
-            if (c, params) != (case, json.dumps(kw)):
-                continue
-            med = statistics.median(ts)
-            f = flops.get((case, params))
-            results.append(dict(case=case, params=kw, library=key, median_s=med, runs=len(ts),
-                                gflops=f / med / 1e9 if f else None, per_s=images / med if images else None))
-    _ratios(results)
+        for n in counts:
+            for (c, params, key, threads), ts in times.items():
+                if (c, params, threads) != (case, json.dumps(kw), n):
+                    continue
+                med = statistics.median(ts)
+                f = flops.get((case, params))
+                results.append(dict(case=case, params=kw, library=key, threads=n, median_s=med, runs=len(ts),
+                                    gflops=f / med / 1e9 if f else None, per_s=images / med if images else None))
+    _ratios(results, counts[0])
     return results
 
 
-def _ratios(results):
-    by = {(r["case"], json.dumps(r["params"]), r["library"]): r["median_s"] for r in results}
-    peak = {lib: max((r["gflops"] for r in results if r["case"] == "gemm" and r["library"] == lib), default=None)
-            for lib in {r["library"] for r in results}}
+def _ratios(results, first_count=None):
+    by = {(r["case"], json.dumps(r["params"]), r["library"], r["threads"]): r["median_s"] for r in results}
+    peak = {(lib, n): max((r["gflops"] for r in results if r["case"] == "gemm" and r["library"] == lib
+                           and r["threads"] == n), default=None)
+            for lib, n in {(r["library"], r["threads"]) for r in results}}
     for r in results:
-        key = (r["case"], json.dumps(r["params"]))
+        key, n = (r["case"], json.dumps(r["params"])), r["threads"]
         base = r["library"].split()[0]
-        ref = by.get(key + (REFERENCE.get(base, ""),))
+        ref = by.get(key + (REFERENCE.get(base, ""), n))
         r["time_vs_reference"] = r["median_s"] / ref if ref else None  # < 1: faster than PyTorch
         r["reference"] = REFERENCE.get(base) if ref else None
-        cpu = by.get(key + ("numpy",))
+        cpu = by.get(key + ("numpy", n))
         r["gpu_speedup"] = cpu / r["median_s"] if base == "cupy" and cpu else None
-        top = peak.get(r["library"]) or peak.get(base)
+        top = peak.get((r["library"], n)) or peak.get((base, n))
         r["fraction_of_gemm_peak"] = r["gflops"] / top if r["gflops"] and top else None
+        one = by.get(key + (r["library"], first_count))
+        r["thread_speedup"] = one / r["median_s"] if one and n != first_count else None  # > 1: faster
 
 
 def _commit():
@@ -243,22 +259,23 @@ def _commit():
 def _print(info, results):
     print(f"OPENBLAS_CORETYPE here: {os.environ.get('OPENBLAS_CORETYPE') or 'unset'}")
     print(f"commit {info['commit'] or '-'}, {info['date']}")
-    print(f"machine: {info['machine']}, {info['cpus']} CPUs, {info['threads']} threads, numpy {info['numpy']}, "
+    print(f"machine: {info['machine']}, {info['cpus']} CPUs, threads {info['threads']}, numpy {info['numpy']}, "
           f"torch {info['torch'] or '-'}, cupy {info['cupy'] or '-'}" + (f", GPU {info['gpu']}" if info["gpu"] else ""))
     for key, b in info["blas"].items():
         print(f"  {key:<36} BLAS: " + ", ".join(f"{x.get('internal_api')} {x.get('architecture')} "
                                                  f"({x.get('num_threads')} threads)" for x in b))
     if info["small"]:
         print("(--small: tiny shapes; these numbers measure nothing)")
-    print(f"{'case':<20}{'library':<36}{'median ms':>10}{'GFLOP/s':>9}{'% peak':>8}{'per s':>8}"
-          f"{'time/ref':>9}{'GPU x':>7}")
+    print(f"{'case':<20}{'library':<36}{'thr':>4}{'median ms':>10}{'GFLOP/s':>9}{'% peak':>8}{'per s':>8}"
+          f"{'time/ref':>9}{'GPU x':>7}{'thr x':>7}")
     for r in results:
         name = r["case"] + (f" b{r['params']['batch']}" if "batch" in r["params"] else "")
-        print(f"{name:<20}{r['library']:<36}{r['median_s'] * 1e3:>10.1f}{_num(r['gflops']):>9}"
+        print(f"{name:<20}{r['library']:<36}{r['threads']:>4}{r['median_s'] * 1e3:>10.1f}{_num(r['gflops']):>9}"
               f"{_pct(r['fraction_of_gemm_peak']):>8}{_num(r['per_s']):>8}{_num(r['time_vs_reference']):>9}"
-              f"{_num(r['gpu_speedup']):>7}")
-    print("time/ref: the median time over PyTorch's on the same device (NumPy vs PyTorch CPU, CuPy vs PyTorch "
-          "CUDA); per s: images/s (vgg16) or captions/s (beam); GPU x: NumPy's time over CuPy's")
+              f"{_num(r['gpu_speedup']):>7}{_num(r.get('thread_speedup')):>7}")
+    print("time/ref: the median time over PyTorch's on the same device and thread count (NumPy vs PyTorch CPU, "
+          "CuPy vs PyTorch CUDA); per s: images/s (vgg16) or captions/s (beam); GPU x: NumPy's time over CuPy's; "
+          "thr x: the library's speed-up over its own time at the sweep's first thread count")
 
 
 def _version(mod):

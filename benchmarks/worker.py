@@ -413,7 +413,9 @@ def main(argv=None):
     s = SMALL if args.small else FULL
     if args.lib in ("numpy", "cupy"):
         from scratchcap.memory import keep_freed_memory
+        from scratchcap.threads import set_threads
         keep_freed_memory()  # as the scratchcap commands do
+        set_threads(args.threads)  # as --threads does: the pool's size, OpenBLAS at one thread
         if args.lib == "cupy":
             import cupy as xp
             sync = xp.cuda.Device().synchronize

@@ -110,11 +110,12 @@ def to_device(x, device: str):
 
 
 def add_device_argument(parser, default: str = "auto"):
-    """Add the ``--device cpu|gpu|auto`` option that every command shares."""
+    """Add the ``--device cpu|gpu|auto`` and ``--threads N`` options that every command shares."""
     parser.add_argument(
         "--device", choices=DEVICES, default=default,
         help="where to compute: cpu (NumPy), gpu (CuPy) or auto (GPU when usable)")
-    return parser
+    from .threads import add_threads_argument  # here: threads reaches backend through row_blocks
+    return add_threads_argument(parser)
 
 
 def uniform(rng, shape, like):

@@ -18,6 +18,7 @@ import numpy as np
 from .data.flickr8k import load_flickr8k
 from .data.text import normalize
 from .feature_cache import FeatureCache
+from .threads import add_threads_argument
 
 FUNCTION_WORDS = set("""a an the and or of in on at to with from by for into onto over under up down out near
 next while as is are was were be being been it its his her their them they he she his him this that these those
@@ -59,6 +60,7 @@ def main(argv=None):
     p.add_argument("--cache", required=True, help="feature cache of the Flickr8k images")
     p.add_argument("--data-dir", required=True, help="Flickr8k folder (captions and split files)")
     p.add_argument("--seed", type=int, default=0)
+    add_threads_argument(p)
     args = p.parse_args(argv)
     print(json.dumps(neighbour_agreement(args.cache, args.data_dir, args.seed), indent=1))
     return 0

@@ -25,6 +25,8 @@ import sys
 
 import numpy
 
+from .threads import add_threads_argument
+
 RTOL = {"float32": 1e-4, "float64": 1e-10}
 FLICKR8K_IMAGES = os.path.join("..", "shared", "flickr8k", "originals")  # real photos of several sizes
 
@@ -215,6 +217,7 @@ def main(argv=None):
     p.add_argument("--weights", default=None,
                    help="VGG-16 weights (default: the user cache's ImageNet weights; random ones where missing)")
     p.add_argument("--images", default=FLICKR8K_IMAGES, help="a folder of photos for the VGG-16 check")
+    add_threads_argument(p)
     args = p.parse_args(argv)
     from .backend import gpu_status
     ok, reason = gpu_status()

@@ -13,12 +13,13 @@ CuPy once, with slice(None), since there each operator is one kernel over the
 whole array anyway. A block function writes only its own rows and reduces
 nothing across rows, so the result is bit for bit the unsplit one.
 
-Why not threads as well: spreading the blocks over a thread pool made the
-attention's elementwise chains about 2x faster alone on two cores, but not inside
-the decoder step, where NumPy's BLAS threads share the same cores
-(benchmarks/results/RESULTS.md, "Threads were tried and dropped").
+With more than one thread (scratchcap.threads), the blocks run on the pool, at
+least one per thread: a block still writes only its own rows, so the result
+does not depend on the thread count.
 """
 from __future__ import annotations
+
+from . import threads
 
 BLOCK_ELEMENTS = 1 << 18  # 1 MB of float32, 2 MB of uint64: a chain's temporaries stay in a core's cache
 
@@ -35,5 +36,7 @@ def run(block, n: int, xp, row: int) -> None:
     if xp.__name__ != "numpy":
         block(slice(None))
         return
-    for s in slices(n, row):
-        block(s)
+    blocks = slices(n, row)
+    if len(blocks) < threads.count() and n * row >= threads.MIN_ELEMENTS:
+        blocks = threads.split(n)
+    threads.parallel_for(lambda s, _: block(s), blocks, size=n * row)

@@ -80,3 +80,26 @@ def workspace(tmp_path_factory):
     weights = root / "tiny.h5"
     save_weights(weights, random_layers(11), preprocessing="caffe", source="test", widths=TINY_WIDTHS)
     return root, weights
+
+
+@pytest.fixture(autouse=True)
+def thread_pool_as_it_was():
+    """A test that sizes the pool (``--threads``, set_threads) leaves it as it found it for the next."""
+    from scratchcap import threads
+
+    before = threads.count()
+    yield
+    threads._state["explicit"] = False
+    if threads.count() != before:
+        threads.set_threads(before)
+
+
+@pytest.fixture
+def split_threads(monkeypatch):
+    """``set_threads``, with the pool splitting even the smallest work (tiny test shapes are far under the sizes
+    worth a thread), so that a test at gradient-check shapes exercises every split."""
+    from scratchcap import threads
+
+    for name, value in dict(MIN_ELEMENTS=0, MIN_GEMM_FLOPS=0, MIN_GEMM_ROWS=1, MIN_GEMM_COLUMNS=1).items():
+        monkeypatch.setattr(threads, name, value)
+    return threads.set_threads

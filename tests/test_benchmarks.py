@@ -32,7 +32,7 @@ def test_every_case_runs_on_the_cpu_and_writes_json(tmp_path):
                      "lstm_step", "output", "vgg16", "decoder", "beam"}
     numpy_rows = [r for r in data["results"] if r["library"] == "numpy"]
     assert len(numpy_rows) == len(cases) and all(_is_time(r["median_s"]) for r in numpy_rows)
-    assert data["info"]["small"] is True and data["info"]["threads"] == 1
+    assert data["info"]["small"] is True and data["info"]["threads"] == [1]
     has_torch = any(r["library"] == "torch" for r in data["results"])
     assert has_torch == (data["info"]["torch"] is not None)
     if has_torch:
@@ -76,6 +76,35 @@ def test_one_process_per_library_and_round_a_failing_case_keeps_the_others_and_j
     assert "CUDA_ERROR_SOMETHING" in data["info"]["failed"][0]["error"]
     assert "FAILED torch decoder" in capsys.readouterr().err
     assert not [p for p in os.listdir(tmp_path) if p != "bench.json"]  # no temporary file left
+
+
+def test_threads_sweep_times_each_count_in_turn_and_reports_each_librarys_speed_up(tmp_path, monkeypatch):
+    sys.path.insert(0, os.path.dirname(RUN))
+    import run
+
+    calls = []
+    # a made-up library whose time halves from 1 to 2 threads, and a reference that gains a third
+    seconds = {("numpy", 1): 0.8, ("numpy", 2): 0.4, ("torch", 1): 0.6, ("torch", 2): 0.4}
+
+    def fake_worker(lib, jobs, threads, env_change, small=False, repeats=3):
+        calls.append((lib, threads))
+        return [(j, dict(times=[seconds[lib, threads]], blas=[], flops=None)) for j in jobs]
+
+    monkeypatch.setattr(run, "run_worker", fake_worker)
+    monkeypatch.setattr(run, "available_libs", lambda device: (["numpy", "torch"], {}))
+    out = tmp_path / "sweep.json"
+    run.main(["--cases", "decoder", "--rounds", "1", "--quick", "--threads-sweep", "1,2", "--json", str(out)])
+    assert calls == [("numpy", 1), ("torch", 1), ("numpy", 2), ("torch", 2)]
+    data = json.load(open(out))
+    assert data["info"]["threads"] == [1, 2]
+    rows = {(r["library"], r["threads"]): r for r in data["results"]}
+    assert rows["numpy", 2]["thread_speedup"] == pytest.approx(2.0)
+    assert rows["torch", 2]["thread_speedup"] == pytest.approx(1.5)
+    assert rows["numpy", 1]["thread_speedup"] is None
+    assert rows["numpy", 1]["time_vs_reference"] == pytest.approx(0.8 / 0.6)  # against torch at 1 thread
+    assert rows["numpy", 2]["time_vs_reference"] == pytest.approx(1.0)       # ... and at 2
+    with pytest.raises(SystemExit):
+        run.main(["--threads-sweep", "1,two"])
 
 
 def test_variants_get_their_own_process_with_only_the_cases_they_apply_to():

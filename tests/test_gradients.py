@@ -29,6 +29,17 @@ def test_layer_gradients(xp, shape, case_name):
     assert max(errors.values()) < TOL, errors
 
 
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("case_name", CASE_NAMES)
+def test_layer_gradients_on_two_threads(split_threads, shape, case_name):
+    """The same checks with every GEMM and elementwise block split over a 2-thread pool (scratchcap.threads)."""
+    split_threads(2)
+    case = next(c for c in layer_cases(np, SHAPES[shape], seed=len(shape)) if c.name == case_name)
+    errors = check_layer(case.forward, case.backward, case.inputs, kwargs=case.kwargs)
+    assert errors, "no gradient was checked"
+    assert max(errors.values()) < TOL, errors
+
+
 def test_every_public_layer_has_a_case():
     covered = {c.forward.__name__.removesuffix("_forward") for c in layer_cases(np)
                if hasattr(c.forward, "__name__") and c.forward.__name__.endswith("_forward")}

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ..threads import share_cores
+
 # Environment variables that the common launchers set in every rank (MPICH/Hydra, Open MPI, Slurm, Intel MPI).
 LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE", "SLURM_NTASKS")
 
@@ -66,7 +68,9 @@ class MPIWorld:
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         local = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank = local.Get_rank()
+        self.local_size = local.Get_size()
         local.Free()
+        share_cores(self.local_size)  # ranks on one machine split its cores, not each take all of them
         self.name = f"MPI rank {self.rank} of {self.size} ({MPI.Get_library_version().splitlines()[0].strip()})"
 
     def bcast(self, obj, root=0):

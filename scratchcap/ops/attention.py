@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from .. import row_blocks
 from ..backend import get_array_module
+from ..threads import matmul
 from . import _checks, fused
 from .linear import linear_backward, linear_forward, linear_weight_grads
 
@@ -54,19 +55,26 @@ def attend_forward(features, projected, query, w2, b2, v, *, mask=None):
         if not bool(mask.any(axis=1).all()):
             raise ValueError(f"{layer}: mask hides every region of some image; each row needs a True")
 
+    pq = matmul(query, w2) + b2
     add_tanh = fused.kernel(xp, "scratchcap_add_tanh")
     if add_tanh is not None:
-        t = add_tanh(projected, (query @ w2 + b2)[:, None, :])
+        t = add_tanh(projected, pq[:, None, :])
+        e = (t.reshape(N * L, A) @ v).reshape(N, L)
     else:
-        t = projected + (query @ w2 + b2)[:, None, :]
-        xp.tanh(t, out=t)
-    e = (t.reshape(N * L, A) @ v).reshape(N, L)
+        t = xp.empty_like(projected)
+        e = xp.empty((N, L), dtype=t.dtype)
+
+        def score_rows(s):  # t = tanh(projected + pq), e = t @ v: one pass over each block
+            xp.add(projected[s], pq[s, None, :], out=t[s])
+            xp.tanh(t[s], out=t[s])
+            xp.matmul(t[s].reshape(-1, A), v, out=e[s].reshape(-1))
+        row_blocks.run(score_rows, N, xp, L * A)
     if mask is not None:
         e[~mask] = -xp.inf
     e -= e.max(axis=1, keepdims=True)
     alpha = xp.exp(e)
     alpha /= alpha.sum(axis=1, keepdims=True)
-    context = (alpha[:, None, :] @ features)[:, 0, :]
+    context = matmul(alpha[:, None, :], features)[:, 0, :]
     return (context, alpha), (features, query, w2, v, t, alpha)
 
 
@@ -91,11 +99,11 @@ def attend_backward(douts, cache, *, features_grad=True, dprojected=None, dproje
     A = t.shape[2]
     if dcontext is None:
         dcontext = xp.zeros((N, D), dtype=features.dtype)
-    da = (features @ dcontext[:, :, None])[:, :, 0]
+    da = matmul(features, dcontext[:, :, None])[:, :, 0]
     if dalpha is not None:
         da += dalpha
     de = alpha * (da - (alpha * da).sum(axis=1, keepdims=True))
-    dv = (de.reshape(1, N * L) @ t.reshape(N * L, A))[0]  # a row-vector GEMM; t.T @ de is far slower
+    dv = matmul(de.reshape(1, N * L), t.reshape(N * L, A))[0]  # a row-vector GEMM; t.T @ de is far slower
     dq = xp.empty((N, A), dtype=t.dtype) if dprojected_query is None else dprojected_query
     tanh_grad = fused.kernel(xp, "scratchcap_tanh_grad_scaled")
     if tanh_grad is not None:
@@ -122,7 +130,7 @@ def attend_backward(douts, cache, *, features_grad=True, dprojected=None, dproje
         row_blocks.run(tanh_grad_rows, N, xp, L * A)
     dfeatures = alpha[:, :, None] * dcontext[:, None, :] if features_grad else None
     dw2, db2 = (None, None) if dprojected_query is not None else linear_weight_grads(query, dq)
-    return dfeatures, dprojected, dq @ w2.T, dw2, db2, dv
+    return dfeatures, dprojected, matmul(dq, w2.T), dw2, db2, dv
 
 
 def attend_features_grad(alphas, dcontexts):
@@ -131,7 +139,7 @@ def attend_features_grad(alphas, dcontexts):
     alphas (N, T, L), dcontexts (N, T, D) -> (N, L, D), the sum over t of
     alpha_t[:, :, None] * dcontext_t[:, None, :].
     """
-    return alphas.transpose(0, 2, 1) @ dcontexts
+    return matmul(alphas.transpose(0, 2, 1), dcontexts)
 
 
 def additive_attention_forward(features, query, w1, b1, w2, b2, v, *, mask=None):

@@ -20,8 +20,9 @@ import math
 
 import numpy as np
 
-from .. import row_blocks
+from .. import row_blocks, threads
 from ..backend import get_array_module
+from ..threads import matmul
 from . import _checks
 from .winograd import winograd_conv3x3
 
@@ -154,15 +155,23 @@ def _budget(xp, cpu_bytes):
     return cpu_bytes if xp is np else max(cpu_bytes, GPU_BLOCK_BYTES)
 
 
-def _row_blocks(n_images, rows, row_bytes, budget):
-    """[(images, first row, end row)] covering the batch, each block within the budget where it can be.
+def _row_blocks(n_images, rows, row_bytes, budget, parts=1):
+    """[(images, first row, end row)] covering the batch, each block within the budget where it can be,
+    and at least ``parts`` blocks (one per thread of the pool) where there are rows enough.
 
-    Whole images, as many per block as fit; an image larger than the budget goes in blocks of rows.
+    Whole images, as many per block as fit; an image larger than the budget, or a batch too small
+    for ``parts`` blocks of whole images, goes in blocks of rows.
     """
     if rows * row_bytes <= budget:
-        return [(images, 0, rows) for images in row_blocks.slices(n_images, rows * row_bytes, budget)]
-    step = max(1, budget // row_bytes)
+        blocks = [(images, 0, rows) for images in row_blocks.slices(n_images, rows * row_bytes, budget)]
+        if len(blocks) >= parts:
+            return blocks
+    step = max(1, min(budget // row_bytes, -(-rows // -(-parts // n_images))))
     return [(slice(n, n + 1), r, min(r + step, rows)) for n in range(n_images) for r in range(0, rows, step)]
+
+
+def _parts(xp):
+    return threads.count() if xp is np else 1
 
 
 def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None, relu=False, winograd=None):
@@ -203,7 +212,7 @@ def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None, 
     w2 = w.reshape(kh * kw * c, f)
     if workspace is None:
         cols = im2col(x, kh, kw, stride, pads, (Ho, Wo))
-        out = cols.reshape(N * Ho * Wo, kh * kw * c) @ w2
+        out = matmul(cols.reshape(N * Ho * Wo, kh * kw * c), w2)
         out += b
         if relu:
             xp.maximum(out, 0, out=out)
@@ -211,16 +220,20 @@ def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None, 
 
     xpad = _pad(x, pads, workspace)
     out = xp.empty((N, Ho, Wo, f), dtype=x.dtype)
-    for images, r0, r1 in _row_blocks(N, Ho, Wo * kh * kw * c * x.dtype.itemsize, _budget(xp, BLOCK_BYTES)):
+
+    def block(piece, worker):  # columns, GEMM, bias and ReLU of one block while it is in cache
+        images, r0, r1 = piece
         part = xpad[images, r0 * stride:(r1 - 1) * stride + kh]
         n = part.shape[0]
-        cols = workspace.get(xp, "cols", (n, r1 - r0, Wo, kh, kw, c), x.dtype)
+        cols = workspace.get(xp, f"cols{worker}", (n, r1 - r0, Wo, kh, kw, c), x.dtype)
         _fill_cols(cols, part, stride)
         target = out[images, r0:r1].reshape(n * (r1 - r0) * Wo, f)
-        xp.matmul(cols.reshape(-1, kh * kw * c), w2, out=target)
+        matmul(cols.reshape(-1, kh * kw * c), w2, out=target)
         target += b
         if relu:
             xp.maximum(target, 0, out=target)
+    blocks = _row_blocks(N, Ho, Wo * kh * kw * c * x.dtype.itemsize, _budget(xp, BLOCK_BYTES), _parts(xp))
+    threads.parallel_for(block, blocks, xp, size=out.size)
     return out, cache
 
 
@@ -242,7 +255,7 @@ def _winograd_forward(x, w, b, u, stride, pads, out_hw, workspace, relu):
     xpad = _pad(x, ((pt, pb + 2 * th - Ho), (pl, pr + 2 * tw - Wo)), workspace)  # whole tiles
     out = xp.empty((N, 2 * th, 2 * tw, f), dtype=x.dtype)
     tile_row_bytes = 16 * tw * (c + f) * x.dtype.itemsize   # V and M for one row of tiles
-    blocks = _row_blocks(N, th, tile_row_bytes, _budget(xp, WINOGRAD_BLOCK_BYTES))
+    blocks = _row_blocks(N, th, tile_row_bytes, _budget(xp, WINOGRAD_BLOCK_BYTES), _parts(xp))
     winograd_conv3x3(xpad, u, b, out, blocks, workspace, relu, _budget(xp, WINOGRAD_CHUNK_BYTES))
     if (2 * th, 2 * tw) != (Ho, Wo):
         out = xp.ascontiguousarray(out[:, :Ho, :Wo])
@@ -256,8 +269,8 @@ def conv2d_backward(dout, cache):
     N, Ho, Wo, _ = dout.shape
     d2 = dout.reshape(N * Ho * Wo, f)
     cols = im2col(x, kh, kw, stride, pads, (Ho, Wo)).reshape(N * Ho * Wo, kh * kw * c)
-    dw = (cols.T @ d2).reshape(w.shape)
+    dw = matmul(cols.T, d2).reshape(w.shape)
     db = d2.sum(axis=0)
-    dcols = (d2 @ w.reshape(kh * kw * c, f).T).reshape(N, Ho, Wo, kh, kw, c)
+    dcols = matmul(d2, w.reshape(kh * kw * c, f).T).reshape(N, Ho, Wo, kh, kw, c)
     dx = col2im(dcols, x.shape, stride, pads)
     return dx, dw, db

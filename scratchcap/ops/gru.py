@@ -21,6 +21,7 @@ cell's elementwise work is one fused kernel each way (ops/fused.py).
 from __future__ import annotations
 
 from ..backend import get_array_module
+from ..threads import matmul
 from . import _checks, fused
 from .activations import sigmoid
 from .linear import linear_weight_grads
@@ -30,7 +31,7 @@ def _cell_forward(gx, h, wh, bh):
     """gx = x @ wx + bx (N, 3H) already computed. Returns h', cache."""
     xp = get_array_module(gx)
     H = h.shape[1]
-    gh = h @ wh + bh
+    gh = matmul(h, wh) + bh
     ghn = gh[:, 2 * H:]
     cell = fused.kernel(xp, "scratchcap_gru_cell")
     if cell is not None:
@@ -62,7 +63,7 @@ def _cell_backward(dh_next, cache, dgx=None, dgh=None):
         dgx[:, 2 * H:] = dan
         dgh[...] = dgx
         dgh[:, 2 * H:] *= r
-    return dgx, dgh, dh_next * z + dgh @ wh.T
+    return dgx, dgh, dh_next * z + matmul(dgh, wh.T)
 
 
 def _check(layer, x, h, wx, wh, bx, bh, seq):
@@ -82,7 +83,7 @@ def _check(layer, x, h, wx, wh, bx, bh, seq):
 def gru_step_forward(x, h, wx, wh, bx, bh):
     """One step. Returns (h' (N, H), cache)."""
     _check("gru_step", x, h, wx, wh, bx, bh, seq=False)
-    h_next, core = _cell_forward(x @ wx + bx, h, wh, bh)
+    h_next, core = _cell_forward(matmul(x, wx) + bx, h, wh, bh)
     return h_next, (x, wx, core)
 
 
@@ -96,7 +97,7 @@ def gru_step_backward(dh_next, cache, *, dgates=None):
     """
     x, wx, core = cache
     dgx, dgh, dh = _cell_backward(dh_next, core, *(dgates or (None, None)))
-    dx = dgx @ wx.T
+    dx = matmul(dgx, wx.T)
     if dgates is not None:
         return dx, dh, None, None, None, None
     dwx, dbx = linear_weight_grads(x, dgx)
@@ -110,7 +111,7 @@ def gru_forward(x, h0, wx, wh, bx, bh):
     xp = get_array_module(x)
     N, T, D = x.shape
     H = h0.shape[1]
-    gx = (x.reshape(N * T, D) @ wx + bx).reshape(N, T, 3 * H)
+    gx = (matmul(x.reshape(N * T, D), wx) + bx).reshape(N, T, 3 * H)
     hs = xp.empty((N, T, H), dtype=x.dtype)
     h, cores = h0, []
     for t in range(T):
@@ -131,7 +132,7 @@ def gru_backward(dhs, cache):
     dh = xp.zeros((N, H), dtype=dhs.dtype)
     for t in reversed(range(T)):
         _, _, dh = _cell_backward(dhs[:, t] + dh, cores[t], dgx[:, t], dgh[:, t])
-    dx = (dgx.reshape(N * T, 3 * H) @ wx.T).reshape(N, T, D)
+    dx = matmul(dgx.reshape(N * T, 3 * H), wx.T).reshape(N, T, D)
     dwx, dbx = linear_weight_grads(x, dgx)
     dwh, dbh = linear_weight_grads(xp.stack([core[0] for core in cores], axis=1), dgh)  # h_{t-1}, (N, T, H)
     return dx, dh, dwx, dwh, dbx, dbh

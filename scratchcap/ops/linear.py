@@ -8,6 +8,7 @@ Notation:
 """
 from __future__ import annotations
 
+from ..threads import matmul
 from . import _checks
 
 
@@ -21,7 +22,7 @@ def linear_forward(x, w, b):
             "x's last axis must equal w's first (D)")
     _checks.shape("linear", "b", b, (w.shape[1],), "M", "w")
     # One 2-D GEMM: a batched (N, T, D) @ (D, M) matmul is far slower in NumPy.
-    out = x.reshape(-1, w.shape[0]) @ w
+    out = matmul(x.reshape(-1, w.shape[0]), w)
     out += b
     return out.reshape(x.shape[:-1] + (w.shape[1],)), (x, w)
 
@@ -33,7 +34,7 @@ def linear_backward(dout, cache, *, input_grad=True):
     by data (the image features) rather than by another layer.
     """
     x, w = cache
-    dx = (dout.reshape(-1, w.shape[1]) @ w.T).reshape(x.shape) if input_grad else None
+    dx = matmul(dout.reshape(-1, w.shape[1]), w.T).reshape(x.shape) if input_grad else None
     dw, db = linear_weight_grads(x, dout)
     return dx, dw, db
 
@@ -47,4 +48,4 @@ def linear_weight_grads(x, dout):
     ones and T additions.
     """
     d2 = dout.reshape(-1, dout.shape[-1])
-    return x.reshape(-1, x.shape[-1]).T @ d2, d2.sum(axis=0)
+    return matmul(x.reshape(-1, x.shape[-1]).T, d2), d2.sum(axis=0)

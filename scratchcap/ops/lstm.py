@@ -20,6 +20,7 @@ cell's elementwise work is one fused kernel each way (ops/fused.py).
 from __future__ import annotations
 
 from ..backend import get_array_module
+from ..threads import matmul
 from . import _checks, fused
 from .activations import sigmoid
 from .linear import linear_weight_grads
@@ -29,7 +30,7 @@ def _cell_forward(ax, h, c, wh):
     """ax = x @ wx + b (N, 4H) already computed. Returns h', c', cache."""
     xp = get_array_module(ax)
     H = h.shape[1]
-    a = ax + h @ wh
+    a = ax + matmul(h, wh)
     cell = fused.kernel(xp, "scratchcap_lstm_cell")
     if cell is not None:
         i, f, g, o, tc, c_next, h_next = cell(a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:], c)
@@ -55,7 +56,7 @@ def _cell_backward(dh_next, dc_next, cache, da=None):
         dc = xp.empty_like(c)
         cell(dh_next, xp.zeros((), dtype=c.dtype) if dc_next is None else dc_next, c, i, f, g, o, tc,
              da[:, :H], da[:, H:2 * H], da[:, 2 * H:3 * H], da[:, 3 * H:], dc)
-        return da, da @ wh.T, dc
+        return da, matmul(da, wh.T), dc
     dc_total = dh_next * o * (1 - tc * tc)
     if dc_next is not None:
         dc_total += dc_next
@@ -63,7 +64,7 @@ def _cell_backward(dh_next, dc_next, cache, da=None):
     da[:, H:2 * H] = dc_total * c * f * (1 - f)
     da[:, 2 * H:3 * H] = dc_total * i * (1 - g * g)
     da[:, 3 * H:] = dh_next * tc * o * (1 - o)
-    return da, da @ wh.T, dc_total * f
+    return da, matmul(da, wh.T), dc_total * f
 
 
 def _check(layer, x, h, c, wx, wh, b, seq):
@@ -83,7 +84,7 @@ def _check(layer, x, h, c, wx, wh, b, seq):
 def lstm_step_forward(x, h, c, wx, wh, b):
     """One step. Returns ((h', c'), cache), both (N, H)."""
     _check("lstm_step", x, h, c, wx, wh, b, seq=False)
-    h_next, c_next, core = _cell_forward(x @ wx + b, h, c, wh)
+    h_next, c_next, core = _cell_forward(matmul(x, wx) + b, h, c, wh)
     return (h_next, c_next), (x, wx, core)
 
 
@@ -100,11 +101,11 @@ def lstm_step_backward(douts, cache, *, dgates=None):
     if dh_next is None:
         dh_next = get_array_module(x).zeros_like(core[0])
     da, dh, dc = _cell_backward(dh_next, dc_next, core, dgates)
-    dx = da @ wx.T
+    dx = matmul(da, wx.T)
     if dgates is not None:
         return dx, dh, dc, None, None, None
     dwx, db = linear_weight_grads(x, da)
-    return dx, dh, dc, dwx, core[0].T @ da, db
+    return dx, dh, dc, dwx, matmul(core[0].T, da), db
 
 
 def lstm_forward(x, h0, c0, wx, wh, b):
@@ -113,7 +114,7 @@ def lstm_forward(x, h0, c0, wx, wh, b):
     xp = get_array_module(x)
     N, T, D = x.shape
     H = h0.shape[1]
-    ax = (x.reshape(N * T, D) @ wx + b).reshape(N, T, 4 * H)
+    ax = (matmul(x.reshape(N * T, D), wx) + b).reshape(N, T, 4 * H)
     hs = xp.empty((N, T, H), dtype=x.dtype)
     h, c, cores = h0, c0, []
     for t in range(T):
@@ -135,7 +136,7 @@ def lstm_backward(dhs, cache):
     for t in reversed(range(T)):
         _, dh, dc = _cell_backward(dhs[:, t] + dh, dc, cores[t], dax[:, t])
     dax2 = dax.reshape(N * T, 4 * H)
-    dx = (dax2 @ wx.T).reshape(N, T, D)
+    dx = matmul(dax2, wx.T).reshape(N, T, D)
     hprev = xp.stack([core[0] for core in cores], axis=1).reshape(N * T, H)  # h_{t-1}
     dwx, db = linear_weight_grads(x, dax2)
-    return dx, dh, dc, dwx, hprev.T @ dax2, db
+    return dx, dh, dc, dwx, matmul(hprev.T, dax2), db

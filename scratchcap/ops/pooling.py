@@ -7,6 +7,9 @@ Notation:
 """
 from __future__ import annotations
 
+import numpy as np
+
+from .. import threads
 from ..backend import get_array_module
 from . import _checks
 from .conv import _window
@@ -26,10 +29,18 @@ def max_pool2d_forward(x, *, size: int = 2, stride: int = 2):
             f"max_pool2d: cannot pool x of shape {tuple(x.shape)} with size {size}, stride {stride}")
     xp = get_array_module(x)
     Ho, Wo = (H - size) // stride + 1, (W - size) // stride + 1
-    out = x[:, _window(0, Ho, stride), _window(0, Wo, stride), :].copy()
-    for k in range(1, size * size):
-        i, j = divmod(k, size)
-        xp.maximum(out, x[:, _window(i, Ho, stride), _window(j, Wo, stride), :], out=out)
+    out = xp.empty((N, Ho, Wo, C), dtype=x.dtype)
+
+    def rows(s, _):  # output rows s.start..s.stop of every image
+        o = out[:, s]
+        for k in range(size * size):
+            i, j = divmod(k, size)
+            window = x[:, _window(i + s.start * stride, s.stop - s.start, stride), _window(j, Wo, stride), :]
+            if k == 0:
+                o[...] = window
+            else:
+                xp.maximum(o, window, out=o)
+    threads.parallel_for(rows, threads.split(Ho) if xp is np else [slice(0, Ho)], xp, size=out.size)
     return out, (x, out, size, stride)
 
 

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import threads
 from ..backend import get_array_module
+from ..threads import matmul
 
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
@@ -85,32 +87,36 @@ def winograd_conv3x3(xpad, u, b, out, blocks, workspace, relu, chunk_bytes):
 
     blocks lists (images, first tile row, end tile row): each block is one batch of 16
     GEMMs, as large as its budget allows, since small GEMMs run slowly. Its input
-    transform goes in chunks of about chunk_bytes of scratch, which stay in cache.
+    transform goes in chunks of about chunk_bytes of scratch, which stay in cache. On NumPy
+    the blocks run on the thread pool (scratchcap.threads), each with scratch of its own.
     """
     xp = get_array_module(xpad)
     f, c = u.shape[2], xpad.shape[3]
     tw, wp = out.shape[2] // 2, xpad.shape[2]
     out_tiles = out.reshape(out.shape[0], out.shape[1] // 2, 2, tw, 2, f)  # out is contiguous: a view
     step = max(1, chunk_bytes // (4 * wp * c * xpad.dtype.itemsize))
-    for images, r0, r1 in blocks:
+
+    def block(piece, worker):  # one batch of 16 GEMMs and its transforms; scratch of the worker's own
+        images, r0, r1 = piece
         part = xpad[images]
         n, th = part.shape[0], r1 - r0
-        v = workspace.get(xp, "winograd_v", (4, 4, n, th, tw, c), xpad.dtype)
-        m = workspace.get(xp, "winograd_m", (4, 4, n, th, tw, f), xpad.dtype)
-        s = workspace.get(xp, "winograd_s", (2, 4, n, th, tw, f), xpad.dtype)
+        v = workspace.get(xp, f"winograd_v{worker}", (4, 4, n, th, tw, c), xpad.dtype)
+        m = workspace.get(xp, f"winograd_m{worker}", (4, 4, n, th, tw, f), xpad.dtype)
+        s = workspace.get(xp, f"winograd_s{worker}", (2, 4, n, th, tw, f), xpad.dtype)
         if n * th <= step:  # the whole block in one chunk (on a GPU: one transform per layer)
-            t = workspace.get(xp, "winograd_t", (4, n, th, wp, c), xpad.dtype)
+            t = workspace.get(xp, f"winograd_t{worker}", (4, n, th, wp, c), xpad.dtype)
             _input_transform(part, r0, r1, t, v)
         else:
             for i in range(n):
                 for a in range(r0, r1, step):
                     z = min(a + step, r1)
-                    t = workspace.get(xp, "winograd_t", (4, 1, z - a, wp, c), xpad.dtype)
+                    t = workspace.get(xp, f"winograd_t{worker}", (4, 1, z - a, wp, c), xpad.dtype)
                     _input_transform(part[i:i + 1], a, z, t, v[:, :, i:i + 1, a - r0:z - r0])
         p = n * th * tw
-        xp.matmul(v.reshape(16, p, c), u, out=m.reshape(16, p, f))
+        matmul(v.reshape(16, p, c), u, out=m.reshape(16, p, f))
         m[1, 1] += b                                 # A^T e1 e1^T A is all ones: b reaches all 4 outputs
         _output_transform(m, s, out_tiles[images, r0:r1].transpose(2, 4, 0, 1, 3, 5))
         if relu:
             target = out[images, 2 * r0:2 * r1]
             xp.maximum(target, 0, out=target)
+    threads.parallel_for(block, blocks, xp, size=out.size)

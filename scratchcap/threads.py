@@ -1,0 +1,215 @@
+"""The CPU thread pool behind the array-module seam: one per process, sized once.
+
+Notation:
+    n        the thread count (``count()``)
+    items    independent pieces of work: blocks of rows, images, tile rows
+    worker   0..n-1, the thread running a piece; worker 0 is the caller itself
+
+NumPy releases the GIL inside ufuncs, copies and BLAS calls, so n Python threads
+that each take their own rows of an elementwise chain, or their own rows of a
+GEMM's output, run on n cores at once. PyTorch threads every operator this way;
+NumPy alone threads only the GEMMs, through OpenBLAS.
+
+Why one pool and OpenBLAS at one thread: OpenBLAS's workers spin for a while
+after each GEMM, so a second pool running elementwise work between GEMMs finds
+its cores taken (benchmarks/results/RESULTS.md, "Threads were tried and
+dropped"). Here OpenBLAS runs single-threaded (set through threadpoolctl) and
+this pool splits the GEMMs too (``matmul``), so at most n threads ever compute.
+
+The count comes from ``set_threads(n)`` (the commands' ``--threads``), else the
+environment variable SCRATCHCAP_NUM_THREADS, else the cores this process may run
+on (``os.sched_getaffinity``). ``n = 1`` runs everything in the calling thread,
+as scratchcap did before the pool. CuPy arrays are never split: on a GPU each
+operator is already one kernel over the whole array.
+
+Splitting changes no elementwise result: each piece computes its own rows with
+the same operations. GEMMs split by output rows, whose each element is still one
+dot product of the same length, agree to float rounding (tests/test_threads.py).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy
+
+ENV = "SCRATCHCAP_NUM_THREADS"
+# Below these sizes a piece of work costs less than handing it to a thread (tens of microseconds).
+MIN_ELEMENTS = 1 << 16        # elementwise: elements per call
+MIN_GEMM_FLOPS = 1 << 22      # GEMM: 2*M*N*K
+MIN_GEMM_ROWS = 4             # output rows per thread when a GEMM is split by rows
+MIN_GEMM_COLUMNS = 64         # output columns per thread when it is split by columns
+
+_state = {"n": None, "pool": None, "blas": None, "explicit": False}
+_lock = threading.Lock()
+_local = threading.local()
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS and Windows have no sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(n=None) -> int:
+    """The thread count: ``n`` if given, else $SCRATCHCAP_NUM_THREADS, else available_cores()."""
+    source = "--threads"
+    if n is None:
+        env = os.environ.get(ENV, "").strip()
+        if not env:
+            return available_cores()
+        n, source = env, ENV
+    try:
+        value = int(n)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source} must be a whole number of threads >= 1, got {n!r}") from None
+    if value < 1 or str(value) != str(n).strip():
+        raise ValueError(f"{source} must be a whole number of threads >= 1, got {n!r}")
+    return value
+
+
+def set_threads(n=None, explicit: bool = False) -> int:
+    """Size the pool to ``resolve_threads(n)`` threads and OpenBLAS to one; returns the count.
+
+    ``explicit`` marks a count the user chose (``--threads``), which share_cores keeps.
+    """
+    value = resolve_threads(n)
+    with _lock:
+        _state["explicit"] = _state["explicit"] or explicit
+        if _state["n"] == value and _state["blas"] is not None:
+            return value
+        old = _state["pool"]
+        _state["pool"] = ThreadPoolExecutor(max_workers=value - 1, thread_name_prefix="scratchcap") \
+            if value > 1 else None
+        _state["n"] = value
+        _state["blas"] = _limit_blas()
+    if old is not None:
+        old.shutdown(wait=True)
+    return value
+
+
+def _limit_blas():
+    """OpenBLAS (and any other BLAS NumPy loaded) to one thread; the limiter, or False without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # a bare install: BLAS keeps its own threads, as before the pool existed
+        return False
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def count() -> int:
+    """The pool's thread count (sizing it from the environment on first use)."""
+    return _state["n"] if _state["n"] is not None else set_threads(None)
+
+
+class _SetThreads(argparse.Action):
+    """``--threads N`` sizes the pool as soon as it is parsed, so no command can forget to."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            set_threads(values, explicit=True)
+        except ValueError as exc:
+            parser.error(str(exc))
+        setattr(namespace, self.dest, values)
+
+
+def add_threads_argument(parser):
+    """Add ``--threads N``, which every command that computes shares (backend.add_device_argument adds it)."""
+    parser.add_argument(
+        "--threads", action=_SetThreads, default=None, metavar="N",
+        help=f"CPU threads for the NumPy work (default: ${ENV}, else the cores this process may use, "
+             "shared among the MPI ranks of one machine)")
+    return parser
+
+
+def share_cores(local_ranks: int) -> int:
+    """For one of ``local_ranks`` processes on a machine: its share of the cores, unless a count was given."""
+    if _state["explicit"] or os.environ.get(ENV, "").strip():
+        return count()
+    return set_threads(max(1, available_cores() // max(1, local_ranks)))
+
+
+def _serial(xp, size) -> bool:
+    return (xp is not numpy or size < MIN_ELEMENTS or getattr(_local, "inside", False) or count() == 1)
+
+
+def parallel_for(fn, items, xp=numpy, size=None) -> None:
+    """Call ``fn(item, worker)`` for every item; worker w takes items w, w + n, w + 2n, ...
+
+    ``worker`` lets a piece use scratch of its own (``Workspace`` tags). Runs in the
+    caller alone on CuPy, for one item, for work under MIN_ELEMENTS (``size``), with
+    one thread, or when called from inside the pool (no nested splitting).
+    """
+    items = list(items)
+    n = count()
+    if len(items) < 2 or _serial(xp, MIN_ELEMENTS if size is None else size):
+        for item in items:
+            fn(item, 0)
+        return
+    groups = [items[w::n] for w in range(min(n, len(items)))]
+
+    def run(group, worker):
+        _local.inside = True
+        try:
+            for item in group:
+                fn(item, worker)
+        finally:
+            _local.inside = False
+
+    futures = [_state["pool"].submit(run, group, w) for w, group in enumerate(groups) if w > 0]
+    try:
+        run(groups[0], 0)
+    finally:
+        errors = [f.exception() for f in futures]  # waits for all: no piece outlives the call
+    for e in errors:
+        if e is not None:
+            raise e
+
+
+def split(n_rows: int, parts: int | None = None):
+    """``parts`` (default: the thread count) consecutive slices covering range(n_rows), none empty."""
+    parts = max(1, min(count() if parts is None else parts, n_rows))
+    edges = [n_rows * k // parts for k in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def matmul(a, b, out=None):
+    """``a @ b`` (into ``out`` if given), its output rows split over the pool on NumPy.
+
+    a (..., M, K), b (..., K, F) as for numpy.matmul. A GEMM whose M is too short for
+    the pool splits its leading batch axis instead, when it has one, else its output
+    columns; a small GEMM is one call.
+    """
+    if not (isinstance(a, numpy.ndarray) and isinstance(b, numpy.ndarray)):  # CuPy: one kernel already
+        from .backend import get_array_module  # here: backend's own imports reach this module
+        return get_array_module(a, b).matmul(a, b, out=out)
+    if a.ndim < 2 or b.ndim < 2 or getattr(_local, "inside", False) or count() == 1:
+        return numpy.matmul(a, b, out=out)
+    M, K = a.shape[-2:]
+    F = b.shape[-1]
+    batch = numpy.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    size = int(numpy.prod(batch, dtype=numpy.int64)) if batch else 1
+    if 2 * M * K * F * size < MIN_GEMM_FLOPS:
+        return numpy.matmul(a, b, out=out)
+    if out is None:
+        out = numpy.empty(batch + (M, F), dtype=numpy.result_type(a, b))
+    n = count()
+    if M >= n * MIN_GEMM_ROWS:
+        def rows(s, _):
+            numpy.matmul(a[..., s, :], b, out=out[..., s, :])
+        parallel_for(rows, split(M), size=MIN_ELEMENTS)
+    elif batch and a.shape[:-2] == b.shape[:-2] and len(batch) == 1 and batch[0] >= 2:
+        def items(s, _):
+            numpy.matmul(a[s], b[s], out=out[s])
+        parallel_for(items, split(batch[0]), size=MIN_ELEMENTS)
+    elif F >= n * MIN_GEMM_COLUMNS:  # a row vector times a matrix: each thread reads its own columns
+        def columns(s, _):
+            numpy.matmul(a, b[..., s], out=out[..., s])
+        parallel_for(columns, split(F), size=MIN_ELEMENTS)
+    else:
+        numpy.matmul(a, b, out=out)
+    return out

@@ -1,0 +1,180 @@
+"""The thread pool behind the seam (scratchcap.threads): where its size comes from, that it keeps OpenBLAS at
+one thread, and that splitting work over it changes no elementwise result and no other beyond float rounding."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scratchcap import ops, threads
+from scratchcap.counter_random import counter_uniform
+from tolerances import assert_close
+
+COUNTS = (1, 2, 3)
+
+
+def test_the_count_comes_from_the_argument_then_the_environment_then_the_affinity(monkeypatch):
+    monkeypatch.delenv(threads.ENV, raising=False)
+    assert threads.resolve_threads() == threads.available_cores()
+    if hasattr(os, "sched_getaffinity"):
+        assert threads.available_cores() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv(threads.ENV, "3")
+    assert threads.resolve_threads() == 3
+    assert threads.resolve_threads(5) == 5
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two", "2.5", ""])
+def test_a_bad_count_is_refused_naming_where_it_came_from(monkeypatch, bad):
+    if bad:
+        monkeypatch.setenv(threads.ENV, bad)
+        with pytest.raises(ValueError, match=threads.ENV):
+            threads.resolve_threads()
+    with pytest.raises(ValueError, match="--threads"):
+        threads.resolve_threads(bad or "0")
+
+
+def test_the_pool_keeps_openblas_at_one_thread():
+    from threadpoolctl import threadpool_info
+
+    threads.set_threads(2)
+    blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    assert blas and all(i["num_threads"] == 1 for i in blas)
+
+
+def test_a_command_line_sizes_the_pool_and_rejects_a_bad_count(tmp_path, capsys):
+    from scratchcap import caption
+
+    with pytest.raises(SystemExit) as exit_:
+        caption.main(["--threads", "0", str(tmp_path / "x.png")])
+    assert exit_.value.code == 2
+    assert "--threads must be a whole number of threads >= 1" in capsys.readouterr().err
+    # a missing file: the command fails after parsing, and --threads has taken effect by then
+    assert caption.main(["--threads", "3", "--device", "cpu", str(tmp_path / "missing.png")]) != 0
+    assert threads.count() == 3
+
+
+def test_ranks_on_one_machine_share_its_cores_unless_a_count_was_given(monkeypatch):
+    monkeypatch.delenv(threads.ENV, raising=False)
+    assert threads.share_cores(2) == max(1, threads.available_cores() // 2)
+    assert threads.share_cores(10 ** 6) == 1
+    threads.set_threads(3, explicit=True)
+    assert threads.share_cores(2) == 3
+
+
+def test_parallel_for_gives_every_item_once_raises_a_pieces_error_and_never_nests(split_threads):
+    split_threads(3)
+    seen, workers = [], set()
+
+    def piece(item, worker):
+        workers.add(worker)
+        seen.append(item)
+        threads.parallel_for(lambda i, w: seen.append((item, i, w)), [0, 1])  # nested: runs in this thread
+
+    threads.parallel_for(piece, range(7))
+    assert sorted(i for i in seen if isinstance(i, int)) == list(range(7))
+    assert workers == {0, 1, 2}
+    assert all(w == 0 for x in seen if isinstance(x, tuple) for w in x[2:])
+
+    def failing(item, worker):
+        if item == 4:
+            raise KeyError("piece 4")
+    with pytest.raises(KeyError, match="piece 4"):
+        threads.parallel_for(failing, range(6))
+
+
+@pytest.mark.parametrize("shapes", [((37, 19), (19, 23)),        # rows
+                                    ((2, 5), (5, 300)),           # too few rows: columns
+                                    ((6, 2, 7), (6, 7, 9)),       # too few rows: the batch axis
+                                    ((3, 1, 40, 6), (6, 11))])    # broadcast batch, rows
+def test_matmul_split_any_way_equals_one_gemm(split_threads, shapes):
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(s).astype(np.float32) for s in shapes)
+    want = a @ b
+    for n in COUNTS:
+        split_threads(n)
+        assert_close(threads.matmul(a, b), want, np.float32, depth=a.shape[-1])
+        out = np.empty_like(want)
+        assert threads.matmul(a, b, out=out) is out
+        assert_close(out, want, np.float32, depth=a.shape[-1])
+        assert_close(threads.matmul(np.asfortranarray(a), b), want, np.float32, depth=a.shape[-1])
+
+
+def _by_count(split_threads, fn):
+    results = []
+    for n in COUNTS:
+        split_threads(n)
+        results.append(fn())
+    return results
+
+
+def test_elementwise_work_is_bit_for_bit_the_same_on_1_2_and_3_threads(split_threads):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 9, 7, 5)).astype(np.float32)
+    pooled = _by_count(split_threads, lambda: ops.max_pool2d_forward(x)[0])
+    uniform = _by_count(split_threads, lambda: counter_uniform(np, 12345, (5, 1000), np.float32))
+    dropped = _by_count(split_threads, lambda: ops.dropout_forward(x, 0.3, np.random.default_rng(7))[0])
+    for same in (pooled, uniform, dropped):
+        assert all(np.array_equal(same[0], other) for other in same[1:])
+    assert pooled[0].shape == (2, 4, 3, 5)
+    assert np.array_equal(pooled[0], x[:, :8, :6].reshape(2, 4, 2, 3, 2, 5).max(axis=(2, 4)))
+
+
+def test_attention_vgg16_and_a_whole_decoder_step_agree_on_1_2_and_3_threads(split_threads):
+    from scratchcap.models import gru_attention
+    from scratchcap.vgg16 import VGG16
+    from vgg_fixtures import random_layers
+
+    rng = np.random.default_rng(2)
+    N, L, D, A, H = 3, 5, 4, 6, 7
+    f = rng.standard_normal((N, L, D)).astype(np.float32)
+    args = [f, rng.standard_normal((N, L, A)).astype(np.float32), rng.standard_normal((N, H)).astype(np.float32),
+            rng.standard_normal((H, A)).astype(np.float32), rng.standard_normal(A).astype(np.float32),
+            rng.standard_normal(A).astype(np.float32)]
+    dctx = rng.standard_normal((N, D)).astype(np.float32)
+
+    def attend():
+        (ctx, alpha), cache = ops.attend_forward(*args)
+        return [ctx, alpha] + [g for g in ops.attend_backward((dctx, None), cache) if g is not None]
+    runs = _by_count(split_threads, attend)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert_close(b, a, np.float32, depth=64)
+
+    layers = random_layers(3)
+    attrs = dict(preprocessing="caffe", channel_order="BGR", input_scale=255.0, mean=(0, 0, 0), std=(1, 1, 1))
+    image = rng.standard_normal((2, 32, 32, 3)).astype(np.float32) * 50
+    for winograd in (True, False):
+        outs = _by_count(split_threads, lambda: VGG16(layers, attrs, winograd=winograd).forward(
+            image, layers=("block3_conv3", "block5_conv3")))
+        for other in outs[1:]:
+            for name in other:
+                assert_close(other[name], outs[0][name], np.float32, depth=2000)
+
+    cfg = dict(D=D, E=5, H=H, A=A, V=11, dropout=0.3)
+    params = gru_attention.init_params(cfg, np.random.default_rng(0))
+    caps = np.array([[1, 4, 5, 2, 0], [1, 6, 2, 0, 0], [1, 7, 8, 9, 2]])
+    batch = dict(features=f, captions=caps, mask=caps[:, 1:] != 0)
+    steps = _by_count(split_threads, lambda: gru_attention.loss_and_grads(params, batch, cfg,
+                                                                         np.random.default_rng(3)))
+    for loss, grads, _ in steps[1:]:
+        assert loss == pytest.approx(steps[0][0], rel=1e-5)
+        for k in grads:
+            assert_close(grads[k], steps[0][1][k], np.float32, depth=200, err_msg=k)
+
+
+def test_the_cupy_stand_in_is_never_split(hostcupy, split_threads):
+    split_threads(3)
+    a, b = hostcupy.asarray(np.ones((8, 4), np.float32)), hostcupy.asarray(np.ones((4, 6), np.float32))
+    out = threads.matmul(a, b)
+    assert isinstance(out, hostcupy.ndarray)
+    np.testing.assert_array_equal(hostcupy.asnumpy(out), np.full((8, 6), 4.0))
+
+
+def test_the_benchmark_worker_reports_the_thread_count_it_ran_with(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "worker.py"), "--lib", "numpy",
+                           "--small", "--repeats", "1", "--threads", "2", "--case", "attention"],
+                          capture_output=True, text=True, cwd=root, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"num_threads": 1' in proc.stdout  # OpenBLAS at one thread: the pool has the two

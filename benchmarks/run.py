@@ -20,7 +20,7 @@ set it to a slower kernel. On the GPU, CuPy's attention, cell, decoder and beam
 cases also run with SCRATCHCAP_FUSED=0: the plain code without fused kernels;
 VGG-16 runs by im2col alone as well as with Winograd; PyTorch CUDA runs in full
 float32 like scratchcap, and for VGG-16 also as by default ("TF32": cuDNN's
-convolutions on TF32 tensor cores).
+convolutions on TF32 tensor cores); CuPy's VGG-16 also runs in its "tf32" and "float16" precisions.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [HERE, ROOT]
 from scratchcap.atomic import write_json  # noqa: E402
-from worker import CONV_CASES, IM2COL, TORCH_TF32  # noqa: E402
+from worker import CONV_CASES, IM2COL, PRECISION, TORCH_TF32  # noqa: E402
 
 LAYER_CASES = [f"conv:{n}" for n in CONV_CASES] + ["attention", "gru_step", "lstm_step", "output"]
 REFERENCE = {"numpy": "torch", "cupy": "torch-cuda"}
@@ -91,8 +91,9 @@ def variants_for(lib, case, coretypes):
         return [("", {}), ("TF32", {TORCH_TF32: "1"})]
     if lib == "cupy" and case in FUSED_CASES:
         return [("", {}), ("SCRATCHCAP_FUSED=0", {"SCRATCHCAP_FUSED": "0"})]
-    if lib == "cupy" and case == "vgg16":  # the default (Winograd from batch 4 on the GPU), and im2col alone
-        return [("", {}), ("im2col", {IM2COL: "1"})]
+    if lib == "cupy" and case == "vgg16":  # the default (Winograd from batch 8 on the GPU), im2col alone, and
+        return [("", {}), ("im2col", {IM2COL: "1"}),  # the faster precisions (--precision of features)
+                ("tf32", {PRECISION: "tf32"}), ("float16", {PRECISION: "float16"})]
     return [("", {})]
 
 

@@ -45,6 +45,7 @@ LIBS = ("numpy", "cupy", "torch", "torch-cuda")
 # unset: scratchcap's default (on the GPU, im2col below vgg16.GPU_WINOGRAD_MIN_BATCH).
 IM2COL = "SCRATCHCAP_BENCH_IM2COL"
 TORCH_TF32 = "SCRATCHCAP_BENCH_TORCH_TF32"  # "1": PyTorch CUDA as by default, TF32 in convolutions
+PRECISION = "SCRATCHCAP_BENCH_PRECISION"  # tf32 or float16: scratchcap's VGG-16 on the GPU in that precision
 CASES = ("gemm", "vgg16", "attention", "gru_step", "lstm_step", "output", "decoder", "beam") + tuple(
     f"conv:{name}" for name in CONV_CASES)
 
@@ -172,7 +173,8 @@ def scratch_case(xp, args, s):
         how = os.environ.get(IM2COL)
         model = VGG16(to_device(layers, device), dict(preprocessing="caffe", channel_order="BGR", input_scale=255.0,
                                                       mean=(0, 0, 0), std=(1, 1, 1)),
-                      winograd=how != "1", gpu_winograd_min_batch=1 if how == "0" else GPU_WINOGRAD_MIN_BATCH)
+                      winograd=how != "1", gpu_winograd_min_batch=1 if how == "0" else GPU_WINOGRAD_MIN_BATCH,
+                      precision=os.environ.get(PRECISION) or "float32")
         size = s["image"]
         x = to_device(np.random.default_rng(1).standard_normal((args.batch, size, size, 3)).astype(np.float32) * 50,
                       device)

@@ -190,6 +190,11 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16",
                         help="storage precision (default float16)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    from .vgg16 import DEFAULT_PRECISION, PRECISIONS
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                        help="how the GPU multiplies: float32, tf32 (tensor cores, 10 mantissa bits as the float16 "
+                             f"cache keeps) or float16 (float32 accumulation); the CPU: float32 (default "
+                             f"{DEFAULT_PRECISION})")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images (quick runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_argument(parser)
@@ -215,7 +220,7 @@ def main(argv=None) -> int:
         if world.rank == 0:  # the weights are fetched once, not by every rank at the same time
             ensure_weights(args.weights)
         world.barrier()
-        model = VGG16.load(ensure_weights(args.weights), device=device, widths=None)
+        model = VGG16.load(ensure_weights(args.weights), device=device, widths=None, precision=args.precision)
         quiet = world.rank != 0
         summary = extract(paths, args.out, model, layer=args.layer, image_size=args.image_size,
                           crop=args.crop, dtype=args.dtype, batch_size=args.batch_size,

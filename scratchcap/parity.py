@@ -28,6 +28,9 @@ import numpy
 from .threads import add_threads_argument
 
 RTOL = {"float32": 1e-4, "float64": 1e-10}
+# The feature cache stores float16, whose resolution relative to the largest feature is 2^-10 (11 bits kept):
+# a faster GPU precision (tf32, float16) passes when its features stay within 4 such steps of float32's.
+PRECISION_RTOL = 4 * 2.0 ** -10
 FLICKR8K_IMAGES = os.path.join("..", "shared", "flickr8k", "originals")  # real photos of several sizes
 
 
@@ -157,8 +160,9 @@ def decoder_parity(other, dtype="float32"):
     return rows
 
 
-def vgg_parity(other, weights=None, images=None, count=4):
-    """[(what, error)]: block5_conv3 features of ``count`` images on NumPy and on ``other``."""
+def vgg_parity(other, weights=None, images=None, count=4, precisions=None):
+    """[(what, error, tolerance)]: block5_conv3 features of ``count`` images on NumPy and on ``other``, and on
+    the GPU in each of its faster precisions too (``precisions``: default all of vgg16.PRECISIONS but float32)."""
     from .images import load_image
     from .vgg16 import VGG16
 
@@ -195,7 +199,13 @@ def vgg_parity(other, weights=None, images=None, count=4):
     x = ref.preprocess(pics, size=224)
     a = ref.forward(x)["block5_conv3"]
     b = oth.forward(other.asarray(x))["block5_conv3"]
-    return [(f"VGG-16 block5_conv3 ({what})", relative_error(a, b))]
+    rows = [(f"VGG-16 block5_conv3 ({what})", relative_error(a, b), RTOL["float32"])]
+    if other is not numpy:  # the GPU's faster precisions, against the float16 that the feature cache keeps
+        from .vgg16 import PRECISIONS
+        for precision in PRECISIONS[1:] if precisions is None else precisions:
+            fast = VGG16(oth.params, ref.attrs, precision=precision).forward(other.asarray(x))["block5_conv3"]
+            rows.append((f"VGG-16 block5_conv3 in {precision} ({what})", relative_error(a, fast), PRECISION_RTOL))
+    return rows
 
 
 def run_all(other, weights=None, images=None, log=print):
@@ -206,8 +216,8 @@ def run_all(other, weights=None, images=None, log=print):
         for what, err in checks + decoder_parity(other, dtype):
             rows.append((what, dtype, err, err <= RTOL[dtype]))
             log(f"{'ok ' if rows[-1][3] else 'BAD'} {dtype:<8} {err:9.2e}  {what}")
-    for what, err in vgg_parity(other, weights, images):
-        rows.append((what, "float32", err, err <= RTOL["float32"]))
+    for what, err, tol in vgg_parity(other, weights, images):
+        rows.append((what, "float32", err, err <= tol))
         log(f"{'ok ' if rows[-1][3] else 'BAD'} float32  {err:9.2e}  {what}")
     return rows
 

@@ -12,6 +12,9 @@ after its ReLU, as in Keras.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
+
 import numpy as np
 
 from . import ops
@@ -35,6 +38,11 @@ WINOGRAD_LAYERS = tuple(name for name in CONV_LAYERS if not name.startswith("blo
 # slower on the next (a slower host); from batch 8 it was 8-9% faster on both. NumPy uses Winograd
 # at every batch size.
 GPU_WINOGRAD_MIN_BATCH = 8
+# How the GPU multiplies in VGG-16: float32 throughout; tf32, float32 arrays whose GEMMs run on TF32 tensor
+# cores (10 mantissa bits kept, as PyTorch's convolutions do by default); float16 arrays whose GEMMs accumulate
+# in float32. The cache stores float16, whose 10 mantissa bits both keep; the CPU always computes float32.
+PRECISIONS = ("float32", "tf32", "float16")
+DEFAULT_PRECISION = "float32"  # the faster two wait for scratchcap.parity's real-photo check on a GPU
 
 
 def to_rgb_image(image):
@@ -77,7 +85,13 @@ class VGG16:
     """VGG-16 up to block5_pool. Parameters are {layer: (kernel HWIO, bias)} on one device."""
 
     def __init__(self, layers: dict, attrs: dict, winograd: bool = True,
-                 gpu_winograd_min_batch: int = GPU_WINOGRAD_MIN_BATCH):
+                 gpu_winograd_min_batch: int = GPU_WINOGRAD_MIN_BATCH, precision: str = DEFAULT_PRECISION):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        xp = get_array_module(layers[CONV_LAYERS[0]][0])
+        if precision != "float32" and xp is np:
+            raise ValueError(f"precision {precision} is for the GPU (CuPy); on the CPU VGG-16 computes in float32")
+        self.precision = precision
         self.params = layers
         self.attrs = attrs
         self.preprocessing = str(attrs["preprocessing"])
@@ -89,15 +103,20 @@ class VGG16:
         # Transformed kernels, made once: 16/9 the size of the kernels they come from.
         self.winograd = {name: ops.winograd_kernel(layers[name][0]) for name in WINOGRAD_LAYERS} if winograd else {}
         self.gpu_winograd_min_batch = gpu_winograd_min_batch
+        self._layers = layers  # what the convolutions multiply by: params, or their float16 copies
+        if precision == "float16":  # kernels transformed in float32 first, then rounded once
+            self._layers = {k: (w.astype(xp.float16), b.astype(xp.float16)) for k, (w, b) in layers.items()}
+            self.winograd = {k: u.astype(xp.float16) for k, u in self.winograd.items()}
 
     @classmethod
-    def load(cls, path, device: str = "cpu", widths=VGG16_WIDTHS, winograd: bool = True):
+    def load(cls, path, device: str = "cpu", widths=VGG16_WIDTHS, winograd: bool = True,
+             precision: str = DEFAULT_PRECISION):
         """Load and check a scratchcap weight file (see scratchcap.weights).
 
-        ``winograd=False`` runs every convolution by im2col, as a reference.
+        ``winograd=False`` runs every convolution by im2col, as a reference; ``precision``: see PRECISIONS.
         """
         layers, attrs = load_weights(path, widths=widths)
-        return cls(to_device(layers, device), attrs, winograd=winograd)
+        return cls(to_device(layers, device), attrs, winograd=winograd, precision=precision)
 
     @property
     def xp(self):
@@ -138,15 +157,43 @@ class VGG16:
         winograd = self.winograd
         if len(x) < self.gpu_winograd_min_batch and self.xp.__name__ == "cupy":
             winograd = {}
-        for name in LAYERS:
-            if name.endswith("pool"):
-                x, _ = ops.max_pool2d_forward(x)
-            else:
-                kernel, bias = self.params[name]
-                x, _ = ops.conv2d_forward(x, kernel, bias, workspace=self.workspace, relu=True,
-                                          winograd=winograd.get(name))
-            if name in wanted:
-                out[name] = x
-                if len(out) == len(wanted):
-                    break
+        dtype = x.dtype
+        if self.precision == "float16":
+            x = x.astype(self.xp.float16)
+        with gemm_precision(self.xp, self.precision):
+            for name in LAYERS:
+                if name.endswith("pool"):
+                    x, _ = ops.max_pool2d_forward(x)
+                else:
+                    kernel, bias = self._layers[name]
+                    x, _ = ops.conv2d_forward(x, kernel, bias, workspace=self.workspace, relu=True,
+                                              winograd=winograd.get(name))
+                if name in wanted:
+                    out[name] = x.astype(dtype, copy=False)
+                    if len(out) == len(wanted):
+                        break
         return out
+
+
+@contextlib.contextmanager
+def gemm_precision(xp, precision):
+    """Inside: CuPy's float32 GEMMs on TF32 tensor cores when precision is 'tf32'; as before, after.
+
+    CuPy's switch is the one behind its CUPY_TF32 variable, read once per process; setting it here
+    instead confines TF32 to VGG-16, so the decoder's training never runs on it.
+    """
+    if precision != "tf32":
+        yield
+        return
+    try:
+        linalg = getattr(getattr(xp, "_core", None), "_routines_linalg", None) or importlib.import_module(
+            f"{xp.__name__}._core._routines_linalg")
+        before = linalg.get_compute_type(np.float32)
+        linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32)
+    except (ImportError, AttributeError) as exc:
+        raise RuntimeError(f"this CuPy ({getattr(xp, '__version__', '?')}) has no TF32 switch for its GEMMs "
+                           f"({exc}); use precision float32 or float16") from None
+    try:
+        yield
+    finally:
+        linalg.set_compute_type(np.float32, before)

@@ -113,7 +113,7 @@ def test_variants_get_their_own_process_with_only_the_cases_they_apply_to():
 
     cases = run.plan(quick=False)
     groups = run.groups("cupy", cases, [])
-    assert [label for label, _, _ in groups] == ["", "SCRATCHCAP_FUSED=0", "im2col"]
+    assert [label for label, _, _ in groups] == ["", "SCRATCHCAP_FUSED=0", "im2col", "tf32", "float16"]
     jobs = {label: [j["case"] + str(j.get("batch", "")) for j in js] for label, _, js in groups}
     assert jobs["im2col"] == ["vgg161", "vgg1616"]
     assert jobs["SCRATCHCAP_FUSED=0"] == ["attention", "gru_step", "lstm_step", "decoder", "beam"]

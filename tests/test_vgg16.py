@@ -111,6 +111,57 @@ def test_on_the_gpu_a_small_batch_runs_by_im2col(tiny, monkeypatch, hostcupy, ba
     assert calls == [False, False] + [True] * 11
 
 
+def logged_tf32_switch(hostcupy, monkeypatch):
+    """The stand-in's copy of CuPy's GEMM compute-type switch, logging what is set; returns the log."""
+    linalg, log = hostcupy._core._routines_linalg, []
+    real = linalg.set_compute_type
+    monkeypatch.setattr(linalg, "set_compute_type", lambda dtype, kind: log.append(kind) or real(dtype, kind))
+    return log
+
+
+def test_the_cpu_refuses_the_gpu_precisions(tiny):
+    for precision in ("tf32", "float16"):
+        with pytest.raises(ValueError, match=f"precision {precision} is for the GPU"):
+            VGG16(tiny.params, tiny.attrs, precision=precision)
+    with pytest.raises(ValueError, match="precision must be one of float32, tf32, float16"):
+        VGG16(tiny.params, tiny.attrs, precision="bfloat16")
+
+
+def test_float16_on_the_gpu_keeps_the_caches_resolution_and_returns_float32(tiny, hostcupy):
+    from scratchcap.backend import to_device
+    from scratchcap.parity import PRECISION_RTOL, relative_error
+
+    x = np.random.default_rng(4).standard_normal((2, 32, 32, 3)).astype(np.float32) * 50
+    ref = tiny.forward(x, layers=("block4_conv3", "block5_conv3"))
+    half = VGG16(to_device(tiny.params, "gpu"), tiny.attrs, precision="float16")
+    got = half.forward(hostcupy.asarray(x), layers=("block4_conv3", "block5_conv3"))
+    assert half.params["block1_conv1"][0].dtype == np.float32  # what the cache's fingerprint reads
+    for name in ref:
+        assert got[name].dtype == np.float32
+        err = relative_error(ref[name], got[name])
+        assert 1e-6 < err <= PRECISION_RTOL, (name, err)  # it did compute in float16, and close enough
+
+
+def test_tf32_switches_cupys_gemms_for_vgg16_alone_and_says_when_cupy_has_no_switch(tiny, hostcupy, monkeypatch):
+    import types
+
+    from scratchcap.backend import to_device
+
+    x = hostcupy.asarray(np.random.default_rng(5).standard_normal((1, 32, 32, 3)).astype(np.float32))
+    model = VGG16(to_device(tiny.params, "gpu"), tiny.attrs, precision="tf32")
+    log, seen = logged_tf32_switch(hostcupy, monkeypatch), []
+    linalg = hostcupy._core._routines_linalg
+    real = vgg_module.ops.conv2d_forward
+    monkeypatch.setattr(vgg_module.ops, "conv2d_forward",
+                        lambda *a, **k: seen.append(linalg.get_compute_type(np.float32)) or real(*a, **k))
+    model.forward(x)
+    assert seen and set(seen) == {linalg.COMPUTE_TYPE_TF32}  # every convolution ran with TF32 on
+    assert log == [linalg.COMPUTE_TYPE_TF32, linalg.COMPUTE_TYPE_DEFAULT]  # and the switch is back as it was
+    monkeypatch.setattr(hostcupy, "_core", types.SimpleNamespace())
+    with pytest.raises(RuntimeError, match="has no TF32 switch"):
+        model.forward(x)
+
+
 def test_preprocess_caffe_is_bgr_minus_the_mean(tiny):
     red = Image.new("RGB", (50, 30), (255, 0, 0))
     x = tiny.preprocess([red], size=16)

@@ -286,6 +286,18 @@ lib = types.SimpleNamespace(stride_tricks=types.SimpleNamespace(
     as_strided=_function(_np.lib.stride_tricks.as_strided)))
 
 
+def _compute_type_switch():
+    """CuPy's cuBLAS compute type per dtype (cupy._core._routines_linalg, behind CUPY_TF32): recorded, not used."""
+    kinds = {}
+    return types.SimpleNamespace(
+        COMPUTE_TYPE_DEFAULT=1, COMPUTE_TYPE_TF32=7,
+        get_compute_type=lambda dtype: kinds.get(_np.dtype(dtype).name, 1),
+        set_compute_type=lambda dtype, kind: kinds.__setitem__(_np.dtype(dtype).name, kind))
+
+
+_core = types.SimpleNamespace(_routines_linalg=_compute_type_switch())
+
+
 def __getattr__(name):
     """NumPy's functions with CuPy's rules; dtypes and constants as they are; no NumPy submodules."""
     value = getattr(_np, name)

@@ -32,8 +32,10 @@ def worker(steps, repeats):
     from scratchcap.models import MODELS
     from scratchcap.train import train_step
 
+    from scratchcap.threads import count
+
     world = get_world("auto")
-    out = dict(ranks=world.size, threads=os.environ.get("OPENBLAS_NUM_THREADS"), allreduce={}, step_ms=[])
+    out = dict(ranks=world.size, threads=count(), allreduce={}, step_ms=[])  # each rank's pool
     for name in ("gru-attention", "lstm-attention"):
         params = MODELS[name].init_params(CFG, np.random.default_rng(0), "float32")
         grads = {k: v.copy() for k, v in params.items()}
@@ -81,7 +83,8 @@ def _mpiexec():
 
 
 def run_setting(ranks, threads, steps, repeats):
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), **MPI_ENV)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               SCRATCHCAP_NUM_THREADS=str(threads), **MPI_ENV)
     me = [os.path.abspath(__file__), "--worker", "--steps", str(steps), "--repeats", str(repeats)]
     cmd = ([_mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpi4py", *me] if ranks > 1
            else [sys.executable, *me])

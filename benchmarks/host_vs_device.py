@@ -54,6 +54,8 @@ def main(argv=None):
     import cupy
     from cupyx.profiler import benchmark
 
+    from scratchcap.threads import count  # the host's pool, for the host side of each call
+
     gpu = cupy.cuda.runtime.getDeviceProperties(0)["name"]
     gpu = gpu.decode() if isinstance(gpu, bytes) else gpu
     rows = []
@@ -67,7 +69,7 @@ def main(argv=None):
         rows.append(dict(case=label, host_ms=host, device_ms=device, repeats=args.repeats))
         print(f"{label:<28}{host:>10.2f}{device:>11.2f}{host / device:>13.2f}", flush=True)
         if args.json:  # after every row: a run cut short keeps what it measured
-            write_json(args.json, dict(gpu=gpu, small=args.small, rows=rows), indent=1)
+            write_json(args.json, dict(gpu=gpu, small=args.small, threads=count(), rows=rows), indent=1)
 
 
 if __name__ == "__main__":

@@ -107,9 +107,10 @@ def main(argv=None):
         import numpy
 
         from scratchcap.atomic import write_json
+        from scratchcap.threads import count
         torch = sys.modules.get("torch")
         info = dict(date=time.strftime("%Y-%m-%d"), commit=_commit(), numpy=numpy.__version__,
-                    torch=torch.__version__ if torch else None, shapes=s)
+                    torch=torch.__version__ if torch else None, shapes=s, threads=count())
         write_json(args.json, dict(info=info, results=results), indent=1)
         print(f"wrote {args.json}")
     return 0

@@ -165,18 +165,20 @@ def main(argv=None):
             import numpy as xp
             clock = HostClock()
         from scratchcap.memory import keep_freed_memory
+        from scratchcap.threads import set_threads
         keep_freed_memory()
+        set_threads(args.threads)
         work, _ = scratch_case(xp, spec, shapes)
         rows, summary = scratchcap_rows(work, clock, args.repeats)
     whole = summary[-1][2]
-    print(f"{args.lib} on {args.device}, case {args.case}, mean of {args.repeats} runs"
+    print(f"{args.lib} on {args.device}, {args.threads} threads, case {args.case}, mean of {args.repeats} runs"
           + (" (--small: measures nothing)" if args.small else ""))
     print(f"{'ms per run':>11}{'share':>7}{'calls':>7}  where")
     for name, calls, ms in rows[:args.top] + summary:
         print(f"{ms:>11.2f}{100 * ms / whole if whole else 0:>6.0f}%{calls:>7}  {name}")
     if args.json:
         write_json(args.json, dict(lib=args.lib, device=args.device, case=args.case, repeats=args.repeats,
-                                   small=args.small,
+                                   small=args.small, threads=args.threads,
                                    rows=[dict(where=n, calls=c, ms=m) for n, c, m in rows + summary]),
                    indent=1)
 

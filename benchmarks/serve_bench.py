@@ -118,7 +118,8 @@ def main(argv=None):
         finally:
             proc.terminate()
             proc.wait(10)
-    info = dict(commit=commit, cpus=os.cpu_count(), beam=args.beam, image="500x375 JPEG",
+    from scratchcap.threads import resolve_threads
+    info = dict(commit=commit, cpus=os.cpu_count(), threads=resolve_threads(), beam=args.beam, image="500x375 JPEG",
                 checkpoint=args.checkpoint or "released", python=sys.version.split()[0])
     if args.json:
         write_json(args.json, dict(info=info, results=rows), indent=1)

@@ -208,15 +208,16 @@ def vgg_parity(other, weights=None, images=None, count=4, precisions=None):
     return rows
 
 
-def run_all(other, weights=None, images=None, log=print):
-    """Every check in float32 and float64 (VGG-16 in float32). Returns [(what, dtype, error, ok)]."""
+def run_all(other, weights=None, images=None, log=print, precisions=None):
+    """Every check in float32 and float64 (VGG-16 in float32, and in ``precisions``, default tf32 and float16).
+    Returns [(what, dtype, error, ok)]."""
     rows = []
     for dtype in ("float32", "float64"):
         checks = layer_parity(other, dtype) + fused_parity(other, dtype) + random_parity(other, dtype)
         for what, err in checks + decoder_parity(other, dtype):
             rows.append((what, dtype, err, err <= RTOL[dtype]))
             log(f"{'ok ' if rows[-1][3] else 'BAD'} {dtype:<8} {err:9.2e}  {what}")
-    for what, err, tol in vgg_parity(other, weights, images):
+    for what, err, tol in vgg_parity(other, weights, images, precisions=precisions):
         rows.append((what, "float32", err, err <= tol))
         log(f"{'ok ' if rows[-1][3] else 'BAD'} float32  {err:9.2e}  {what}")
     return rows
@@ -227,15 +228,21 @@ def main(argv=None):
     p.add_argument("--weights", default=None,
                    help="VGG-16 weights (default: the user cache's ImageNet weights; random ones where missing)")
     p.add_argument("--images", default=FLICKR8K_IMAGES, help="a folder of photos for the VGG-16 check")
+    p.add_argument("--vgg-precisions", default="tf32,float16",
+                   help="the GPU precisions of VGG-16 checked against float32 (comma-separated; default tf32,float16)")
     add_threads_argument(p)
     args = p.parse_args(argv)
+    precisions = tuple(x for x in args.vgg_precisions.split(",") if x)
+    from .vgg16 import PRECISIONS
+    if set(precisions) - set(PRECISIONS):
+        p.error(f"--vgg-precisions takes some of {', '.join(PRECISIONS)}, got {args.vgg_precisions!r}")
     from .backend import gpu_status
     ok, reason = gpu_status()
     if not ok:
         print(f"no usable GPU: {reason}", file=sys.stderr)
         return 2
     import cupy
-    rows = run_all(cupy, args.weights, args.images)
+    rows = run_all(cupy, args.weights, args.images, precisions=precisions)
     bad = [r for r in rows if not r[3]]
     print(f"{len(rows) - len(bad)} of {len(rows)} checks within tolerance (float32 rtol {RTOL['float32']:g}, "
           f"float64 rtol {RTOL['float64']:g})")

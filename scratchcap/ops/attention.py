@@ -40,7 +40,7 @@ def attend_forward(features, projected, query, w2, b2, v, *, mask=None):
     _checks.ndim(layer, "features", features, 3, "N, L, D")
     _checks.ndim(layer, "projected", projected, 3, "N, L, A")
     _checks.ndim(layer, "query", query, 2, "N, H")
-    N, L, _ = features.shape
+    N, L, D = features.shape
     A = projected.shape[2]
     H = query.shape[1]
     _checks.shape(layer, "projected", projected, (N, L, A), "N, L, A", "features")
@@ -57,24 +57,23 @@ def attend_forward(features, projected, query, w2, b2, v, *, mask=None):
 
     pq = matmul(query, w2) + b2
     add_tanh = fused.kernel(xp, "scratchcap_add_tanh")
-    if add_tanh is not None:
-        t = add_tanh(projected, pq[:, None, :])
-        e = (t.reshape(N * L, A) @ v).reshape(N, L)
-    else:
-        t = xp.empty_like(projected)
-        e = xp.empty((N, L), dtype=t.dtype)
+    t = add_tanh(projected, pq[:, None, :]) if add_tanh is not None else xp.empty_like(projected)
+    alpha = xp.empty((N, L), dtype=t.dtype)
+    context = xp.empty((N, D), dtype=t.dtype)
 
-        def score_rows(s):  # t = tanh(projected + pq), e = t @ v: one pass over each block
+    def attend_rows(s):  # scores, softmax and context of a block of images in one pass, while it is in cache
+        if add_tanh is None:
             xp.add(projected[s], pq[s, None, :], out=t[s])
             xp.tanh(t[s], out=t[s])
-            xp.matmul(t[s].reshape(-1, A), v, out=e[s].reshape(-1))
-        row_blocks.run(score_rows, N, xp, L * A)
-    if mask is not None:
-        e[~mask] = -xp.inf
-    e -= e.max(axis=1, keepdims=True)
-    alpha = xp.exp(e)
-    alpha /= alpha.sum(axis=1, keepdims=True)
-    context = matmul(alpha[:, None, :], features)[:, 0, :]
+        e = alpha[s]
+        xp.matmul(t[s].reshape(-1, A), v, out=e.reshape(-1))
+        if mask is not None:
+            e[~mask[s]] = -xp.inf
+        e -= e.max(axis=1, keepdims=True)
+        xp.exp(e, out=e)
+        e /= e.sum(axis=1, keepdims=True)
+        xp.matmul(e[:, None, :], features[s], out=context[s][:, None, :])
+    row_blocks.run(attend_rows, N, xp, L * A)
     return (context, alpha), (features, query, w2, v, t, alpha)
 
 
@@ -99,35 +98,42 @@ def attend_backward(douts, cache, *, features_grad=True, dprojected=None, dproje
     A = t.shape[2]
     if dcontext is None:
         dcontext = xp.zeros((N, D), dtype=features.dtype)
-    da = matmul(features, dcontext[:, :, None])[:, :, 0]
-    if dalpha is not None:
-        da += dalpha
-    de = alpha * (da - (alpha * da).sum(axis=1, keepdims=True))
-    dv = matmul(de.reshape(1, N * L), t.reshape(N * L, A))[0]  # a row-vector GEMM; t.T @ de is far slower
     dq = xp.empty((N, A), dtype=t.dtype) if dprojected_query is None else dprojected_query
     tanh_grad = fused.kernel(xp, "scratchcap_tanh_grad_scaled")
+    accumulate = dprojected is not None
+    if tanh_grad is None and not accumulate:
+        dprojected = xp.empty_like(t)
+    de = xp.empty((N, L), dtype=t.dtype)
+    dv_parts = {}
+
+    def backward_rows(s):  # one pass over a block of images: t is read once, for dv and for the tanh
+        da = matmul(features[s], dcontext[s][:, :, None])[:, :, 0]
+        if dalpha is not None:
+            da += dalpha[s]
+        xp.multiply(alpha[s], da - (alpha[s] * da).sum(axis=1, keepdims=True), out=de[s])
+        ts = t[s]
+        dv_parts[s.start or 0] = (de[s].reshape(1, -1) @ ts.reshape(-1, A))[0]  # row-vector GEMMs; t.T @ de is slower
+        if tanh_grad is not None:
+            return
+        dpre = ts * ts if accumulate else xp.multiply(ts, ts, out=dprojected[s])  # de * v * (1 - t^2), in place
+        xp.subtract(1, dpre, out=dpre)
+        dpre *= de[s, :, None]
+        xp.sum(dpre, axis=1, out=dq[s])
+        dq[s] *= v
+        dpre *= v
+        if accumulate:
+            dprojected[s] += dpre
+    row_blocks.run(backward_rows, N, xp, L * A)
+    dv = dv_parts.pop(0)
+    for start in sorted(dv_parts):  # a fixed order: the blocks' partial sums, first to last
+        dv += dv_parts[start]
     if tanh_grad is not None:
         dpre = tanh_grad(t, de[:, :, None], v)
         xp.sum(dpre, axis=1, out=dq)
-        if dprojected is None:
-            dprojected = dpre
-        else:
+        if accumulate:
             dprojected += dpre
-    else:
-        accumulate = dprojected is not None
-        if not accumulate:
-            dprojected = xp.empty_like(t)
-
-        def tanh_grad_rows(s):  # de * v * (1 - t^2) in place: one temporary per block, not four
-            dpre = t[s] * t[s] if accumulate else xp.multiply(t[s], t[s], out=dprojected[s])
-            xp.subtract(1, dpre, out=dpre)
-            dpre *= de[s, :, None]
-            xp.sum(dpre, axis=1, out=dq[s])
-            dq[s] *= v
-            dpre *= v
-            if accumulate:
-                dprojected[s] += dpre
-        row_blocks.run(tanh_grad_rows, N, xp, L * A)
+        else:
+            dprojected = dpre
     dfeatures = alpha[:, :, None] * dcontext[:, None, :] if features_grad else None
     dw2, db2 = (None, None) if dprojected_query is not None else linear_weight_grads(query, dq)
     return dfeatures, dprojected, matmul(dq, w2.T), dw2, db2, dv

@@ -95,7 +95,10 @@ def _pad(x, pads, workspace=None):
         # The border stays zero. Keyed by the pads too: another split of the same
         # shape would find old interior values in its border.
         xpad = workspace.get(xp, f"pad{pads}", shape, x.dtype, zeros=True)
-    xpad[:, pt:pt + H, pl:pl + W, :] = x
+
+    def rows(s, _):  # a layer's whole input is copied here: on the pool, in bands of rows
+        xpad[:, pt + s.start:pt + s.stop, pl:pl + W, :] = x[:, s]
+    threads.parallel_for(rows, threads.split(H) if xp is np else [slice(0, H)], xp, size=x.size)
     return xpad
 
 

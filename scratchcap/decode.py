@@ -192,7 +192,8 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
             a = to_numpy(alpha).reshape(N, k, 1, -1)
             if att_history is None:
                 att_history = np.zeros((N, k, 0, a.shape[3]), dtype=a.dtype)
-            att_history = np.concatenate([np.take_along_axis(att_history, src[:, :, None, None], axis=1), a], axis=2)
+            # row b's attention belongs to beam b's past: append it, then follow each new beam to its parent
+            att_history = np.take_along_axis(np.concatenate([att_history, a], axis=2), src[:, :, None, None], axis=1)
         state = _take(state, xp.asarray(rows))
         words = xp.asarray(word.reshape(-1))
         if finished.all():

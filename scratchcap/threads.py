@@ -111,10 +111,9 @@ class _SetThreads(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         try:
-            set_threads(values, explicit=True)
+            setattr(namespace, self.dest, set_threads(values, explicit=True))
         except ValueError as exc:
             parser.error(str(exc))
-        setattr(namespace, self.dest, values)
 
 
 def add_threads_argument(parser):

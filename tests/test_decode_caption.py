@@ -46,6 +46,26 @@ def test_beam_search_returns_attention_per_word_and_stops(name):
         np.testing.assert_allclose(res["alphas"].sum(axis=1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["gru-attention", "lstm-attention"])
+def test_every_beams_attention_is_its_own_when_beams_reorder(name):
+    """Replaying each returned caption word by word through the model gives the attention beam search reported:
+    a beam's map must follow it to its parent at every step (a regression: each kept the row it landed in)."""
+    p, cfg = _params(name, scale=1.0)
+    p[{"gru-attention": "output/b2", "lstm-attention": "output/bo"}[name]][VOCAB.end] = -4.0  # long captions
+    feats = np.random.default_rng(2).standard_normal((6, 4, 6))
+    model = MODELS[name]
+    checked = 0
+    for n, res in enumerate(beam_search(model, p, feats, cfg, VOCAB, beam=3, max_length=6)):
+        for beam in res["beams"][:1]:
+            ids = VOCAB.encode(beam["words"])[:-1][:len(res["alphas"])]
+            enc, state = model.decode_start(p, feats[n:n + 1], cfg)
+            for t, word in enumerate(ids):
+                _, state, alpha = model.decode_step(p, enc, state, np.array([word]))
+                np.testing.assert_allclose(res["alphas"][t], alpha[0], rtol=1e-12, atol=1e-14, err_msg=(n, t))
+                checked += 1
+    assert checked >= 30
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_attention_maps_keep_the_model_dtype(dtype):
     cfg = dict(D=6, E=4, H=5, A=3, V=len(VOCAB), dropout=0.0, max_length=8)

@@ -125,8 +125,9 @@ def greedy(model, params, features, cfg, vocab, max_length=20, allow_unk=False, 
     return [_result(vocab, ids[n], logprob[n], None if stacked is None else stacked[n]) for n in range(N)]
 
 
-def _block_repeated_trigrams(logp, history):
-    """logp (N, k, V): -inf for every word that would make a beam repeat one of its own trigrams.
+def _block_repeated_trigrams(total, history):
+    """total (N, k, V), each continuation's score: -inf for every word that would make a beam repeat one of its own
+    trigrams.
 
     history (N, k, t): beam (n, b) ends in words (x, y); wherever x, y stood earlier, followed by z,
     the word z is blocked now (Paulus et al. 2018's trigram blocking, against "a dog and a dog and").
@@ -136,7 +137,7 @@ def _block_repeated_trigrams(logp, history):
         return
     x, y = history[:, :, t - 2:t - 1], history[:, :, t - 1:t]
     n, b, i = np.nonzero((history[:, :, :t - 2] == x) & (history[:, :, 1:t - 1] == y))
-    logp[n, b, history[n, b, i + 2]] = -np.inf
+    total[n, b, history[n, b, i + 2]] = -np.inf
 
 
 def length_penalty(lengths, alpha):
@@ -166,20 +167,21 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
     bad = bad_ending_ids(vocab) if block_bad_endings else None
     for t in range(max_length):
         logp, state, alpha = model.decode_step(params, enc, state, words)
-        logp = to_numpy(logp).astype(np.float64).reshape(N, k, -1)
-        logp[:, :, vocab.start] = -np.inf
-        logp[:, :, vocab.pad] = -np.inf  # a finished beam's <pad> is set below
+        # Each continuation's total score, in float64 in one pass; what may not follow is struck out of it.
+        total = np.add(scores[:, :, None], to_numpy(logp).reshape(N, k, -1), dtype=np.float64)
+        total[:, :, vocab.start] = -np.inf
+        total[:, :, vocab.pad] = -np.inf  # a finished beam's <pad> is set below
         if not allow_unk:
-            logp[:, :, vocab.unk] = -np.inf
-        V = logp.shape[2]
+            total[:, :, vocab.unk] = -np.inf
+        V = total.shape[2]
         if block_trigrams:
-            _block_repeated_trigrams(logp, history)
+            _block_repeated_trigrams(total, history)
         if bad is not None and t > 0:
-            logp[np.isin(history[:, :, -1], bad), vocab.end] = -np.inf
+            total[np.isin(history[:, :, -1], bad), vocab.end] = -np.inf
         # A finished beam may only continue with <pad>, at no cost, so that it keeps its score.
-        logp[finished] = -np.inf
-        logp[finished, vocab.pad] = 0.0
-        total = (scores[:, :, None] + logp).reshape(N, k * V)
+        total[finished] = -np.inf
+        total[finished, vocab.pad] = scores[finished]
+        total = total.reshape(N, k * V)
         order = top_k(total, k)
         src, word = order // V, order % V
         scores = np.take_along_axis(total, order, axis=1)

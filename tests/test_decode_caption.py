@@ -11,7 +11,7 @@ from scratchcap.checkpoint import save_checkpoint
 from scratchcap.plots import attention_figure
 from scratchcap.data import Vocabulary
 from scratchcap.data.shapes import generate_shapes
-from scratchcap.decode import beam_search, greedy, top_k
+from scratchcap.decode import beam_search, decode, greedy, top_k
 from scratchcap.models import MODELS
 from scratchcap.weights import save_weights
 from tolerances import rtol
@@ -148,12 +148,10 @@ UnkFirst = first_word_model({VOCAB.unk: 0.5, 6: 0.3})  # the best first word is 
 @pytest.mark.parametrize("beam", [1, 3])
 def test_decoding_never_emits_unk_unless_allowed(beam, xp):
     feats = xp.zeros((2, 1, 1))
-    masked = beam_search(UnkFirst, None, feats, {}, VOCAB, beam=beam, max_length=4) if beam > 1 \
-        else greedy(UnkFirst, None, feats, {}, VOCAB, 4)
+    masked = decode(UnkFirst, None, feats, {}, VOCAB, beam=beam, max_length=4)
     assert [r["words"] for r in masked] == [["w2"], ["w2"]]
     assert masked[0]["logprob"] == pytest.approx(np.log(0.3))
-    allowed = beam_search(UnkFirst, None, feats, {}, VOCAB, beam=beam, max_length=4, allow_unk=True) if beam > 1 \
-        else greedy(UnkFirst, None, feats, {}, VOCAB, 4, allow_unk=True)
+    allowed = decode(UnkFirst, None, feats, {}, VOCAB, beam=beam, max_length=4, allow_unk=True)
     assert [r["words"] for r in allowed] == [["<unk>"], ["<unk>"]]
     assert allowed[0]["logprob"] == pytest.approx(np.log(0.5))
 
@@ -482,7 +480,6 @@ PrefersNonWords = first_word_model({VOCAB.start: 0.5, VOCAB.pad: 0.3, 5: 0.2})  
 def test_decoding_never_emits_pad_or_start(beam, xp):
     """Dropped from the text, they would print as a fragment; the next real word takes their place."""
     feats = xp.zeros((2, 1, 1))
-    out = beam_search(PrefersNonWords, None, feats, {}, VOCAB, beam=beam, max_length=4) if beam > 1 \
-        else greedy(PrefersNonWords, None, feats, {}, VOCAB, 4)
+    out = decode(PrefersNonWords, None, feats, {}, VOCAB, beam=beam, max_length=4)
     assert [r["words"] for r in out] == [["w1"], ["w1"]]
     assert out[0]["logprob"] == pytest.approx(np.log(0.2))

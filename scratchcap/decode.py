@@ -72,11 +72,15 @@ def _result(vocab, ids, logprob, alphas):
     return out
 
 
+def _non_words(vocab, allow_unk):
+    """The tokens decoding never emits: <pad>, <start> and, unless allowed, <unk>."""
+    return (vocab.pad, vocab.start) if allow_unk else (vocab.pad, vocab.start, vocab.unk)
+
+
 def _mask_tokens(logp, vocab, allow_unk):
-    """logp (N, V) with <pad>, <start> and (unless allowed) <unk> at -inf; a copy, so the model's output is left
-    as it was."""
+    """logp (N, V) with _non_words at -inf; a copy, so the model's output is left as it was."""
     logp = logp.copy()
-    for token in (vocab.pad, vocab.start) if allow_unk else (vocab.pad, vocab.start, vocab.unk):
+    for token in _non_words(vocab, allow_unk):
         logp[:, token] = float("-inf")  # a Python float: CuPy takes no NumPy scalars
     return logp
 
@@ -169,10 +173,8 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         logp, state, alpha = model.decode_step(params, enc, state, words)
         # Each continuation's total score, in float64 in one pass; what may not follow is struck out of it.
         total = np.add(scores[:, :, None], to_numpy(logp).reshape(N, k, -1), dtype=np.float64)
-        total[:, :, vocab.start] = -np.inf
-        total[:, :, vocab.pad] = -np.inf  # a finished beam's <pad> is set below
-        if not allow_unk:
-            total[:, :, vocab.unk] = -np.inf
+        for token in _non_words(vocab, allow_unk):  # a finished beam's <pad> is set below
+            total[:, :, token] = -np.inf
         V = total.shape[2]
         if block_trigrams:
             _block_repeated_trigrams(total, history)

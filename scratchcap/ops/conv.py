@@ -96,9 +96,10 @@ def _pad(x, pads, workspace=None):
         # shape would find old interior values in its border.
         xpad = workspace.get(xp, f"pad{pads}", shape, x.dtype, zeros=True)
 
-    def rows(s, _):  # a layer's whole input is copied here: on the pool, in bands of rows
-        xpad[:, pt + s.start:pt + s.stop, pl:pl + W, :] = x[:, s]
-    threads.parallel_for(rows, threads.split(H) if xp is np else [slice(0, H)], xp, size=x.size)
+    def rows(s):  # a layer's whole input is copied here: in blocks of rows, on the pool
+        start, stop, _ = s.indices(H)
+        xpad[:, pt + start:pt + stop, pl:pl + W, :] = x[:, start:stop]
+    row_blocks.run(rows, H, xp, N * W * C)
     return xpad
 
 

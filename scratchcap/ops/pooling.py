@@ -7,9 +7,7 @@ Notation:
 """
 from __future__ import annotations
 
-import numpy as np
-
-from .. import threads
+from .. import row_blocks
 from ..backend import get_array_module
 from . import _checks
 from .conv import _window
@@ -31,16 +29,17 @@ def max_pool2d_forward(x, *, size: int = 2, stride: int = 2):
     Ho, Wo = (H - size) // stride + 1, (W - size) // stride + 1
     out = xp.empty((N, Ho, Wo, C), dtype=x.dtype)
 
-    def rows(s, _):  # output rows s.start..s.stop of every image
-        o = out[:, s]
+    def rows(s):  # output rows start..stop of every image
+        start, stop, _ = s.indices(Ho)
+        o = out[:, start:stop]
         for k in range(size * size):
             i, j = divmod(k, size)
-            window = x[:, _window(i + s.start * stride, s.stop - s.start, stride), _window(j, Wo, stride), :]
+            window = x[:, _window(i + start * stride, stop - start, stride), _window(j, Wo, stride), :]
             if k == 0:
                 o[...] = window
             else:
                 xp.maximum(o, window, out=o)
-    threads.parallel_for(rows, threads.split(Ho) if xp is np else [slice(0, Ho)], xp, size=out.size)
+    row_blocks.run(rows, Ho, xp, N * Wo * C)
     return out, (x, out, size, stride)
 
 

@@ -72,7 +72,8 @@ def main(argv=None):
                 res["attention_map"] = out
     if args.json:
         print(json.dumps([{"image": n, "caption": r["caption"], "logprob": r["logprob"],
-                           **({"attention_map": r["attention_map"]} if "attention_map" in r else {})}
+                           **({"attention_map": r["attention_map"]} if "attention_map" in r else {}),
+                           **({"sentinel": [round(float(b), 4) for b in r["sentinel"]]} if "sentinel" in r else {})}
                           for n, r in zip(names, results)] + [{"image": n, "error": why} for n, why in failed.items()],
                          indent=1))
     else:

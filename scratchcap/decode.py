@@ -2,7 +2,9 @@
 
 Both return, per image, a dict: words (list of str), logprob (float), and for
 attention models alphas (len(words) + 1, L): the attention of every emitted
-word, and of the <end> that closed the caption. Beam search adds beams: every
+word, and of the <end> that closed the caption; a model with a visual sentinel
+adds sentinel (len(words) + 1,), its weight beta at each word (the regions'
+alphas then sum to 1 - beta). Beam search adds beams: every
 finished or live hypothesis of the last step, best first, as {words, logprob}.
 
 Neither emits <unk> unless ``allow_unk=True``: its log-probability is set to
@@ -64,12 +66,22 @@ def top_k(total, k):
     return out
 
 
-def _result(vocab, ids, logprob, alphas):
+def _result(vocab, ids, logprob, alphas, sentinel=False):
+    """``sentinel``: the model's attention has one more column, its visual sentinel's weight beta, reported
+    apart as "sentinel" (len(words) + 1,) so that "alphas" holds the regions alone."""
     words = vocab.decode(ids)
     out = dict(words=words, logprob=float(logprob))
     if alphas is not None:
-        out["alphas"] = np.asarray(alphas[: len(words) + 1])
+        alphas = np.asarray(alphas[: len(words) + 1])
+        if sentinel:
+            alphas, out["sentinel"] = alphas[:, :-1], alphas[:, -1]
+        out["alphas"] = alphas
     return out
+
+
+def has_sentinel(model):
+    """Whether decode_step's attention ends with a sentinel's weight (models.lstm_adaptive)."""
+    return bool(getattr(model, "SENTINEL", False))
 
 
 def _non_words(vocab, allow_unk):
@@ -126,7 +138,8 @@ def greedy(model, params, features, cfg, vocab, max_length=20, allow_unk=False, 
         if done.all():
             break
     stacked = np.stack(alphas, axis=1) if alphas else None
-    return [_result(vocab, ids[n], logprob[n], None if stacked is None else stacked[n]) for n in range(N)]
+    sentinel = has_sentinel(model)
+    return [_result(vocab, ids[n], logprob[n], None if stacked is None else stacked[n], sentinel) for n in range(N)]
 
 
 def _block_repeated_trigrams(total, history):
@@ -210,7 +223,7 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         ranked = [b for b in np.argsort(-final[n], kind="stable") if np.isfinite(scores[n, b])]
         b = ranked[0] if ranked else 0
         att = None if att_history is None else att_history[n, b]
-        res = _result(vocab, history[n, b], scores[n, b], att)
+        res = _result(vocab, history[n, b], scores[n, b], att, has_sentinel(model))
         res["beams"] = [dict(words=vocab.decode(history[n, r]), logprob=float(scores[n, r]), score=float(final[n, r]))
                         for r in ranked]  # score: what ranked them (logprob, length-normalised or penalised)
         results.append(res)

@@ -50,6 +50,7 @@ class Ensemble:
             raise ValueError(f"unknown ensemble average {combine!r}; one of {', '.join(COMBINE)}")
         self.members, self.combine = list(members), combine
         self.NAME = "ensemble of " + ", ".join(m.NAME for m, _, _ in self.members)
+        self.SENTINEL = getattr(self.members[0][0], "SENTINEL", False)  # the attention reported is the first's
 
     def decode_start(self, params, features, cfg):
         starts = [model.decode_start(p, features, c) for model, p, c in self.members]

@@ -123,7 +123,8 @@ def attention_figure(image, result, grid, panel=224, columns=5, title=None):
 
     Each panel shows the photo dimmed and grey where the word did not look and in full colour
     where it did (attention_heat), the word, and the largest alpha of its raw map against
-    the uniform 1/L, so that a flat map cannot pass for a sharp one.
+    the uniform 1/L, so that a flat map cannot pass for a sharp one. A model with a visual
+    sentinel also shows beta, the weight of the sentinel, at every word.
     """
     from PIL import Image, ImageDraw
 
@@ -132,6 +133,7 @@ def attention_figure(image, result, grid, panel=224, columns=5, title=None):
         raise ValueError("this model has no attention to draw")
     words = list(result["words"]) + ["<end>"]
     alphas = np.asarray(alphas, dtype=np.float64)[: len(words)]
+    sentinel = result.get("sentinel")
     rgb = image.convert("RGB").resize((panel, panel), Image.BICUBIC)
     photo = np.asarray(rgb, dtype=np.float64)
     dim = np.repeat(photo.mean(axis=2, keepdims=True), 3, axis=2) * 0.3
@@ -166,5 +168,8 @@ def attention_figure(image, result, grid, panel=224, columns=5, title=None):
         shown = dim * (1 - heat) + photo * heat
         x, y = (k % columns) * panel, top + (k // columns) * panel
         fig.paste(Image.fromarray(np.clip(shown, 0, 255).astype(np.uint8)), (x, y))
-        label(x, y, word, f"peak {alpha.max():.3f} = {alpha.max() / uniform:.1f}x uniform")
+        if sentinel is None:
+            label(x, y, word, f"peak {alpha.max():.3f} = {alpha.max() / uniform:.1f}x uniform")
+        else:  # beta: the share of the word taken from the language model, not the image
+            label(x, y, word, f"beta {sentinel[k - 1]:.2f}, peak {alpha.max() / uniform:.1f}x uniform")
     return fig

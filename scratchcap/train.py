@@ -36,7 +36,7 @@ from .data.batches import Features, encode_records, iterate_batch_indices, make_
 from .decode import decode
 from .distributed import (DistributedError, ShardRng, SingleProcess, add_distributed_argument, batch_totals,
                           get_world, make_allreducer, params_checksum, shard_bounds, stop_job)
-from .models import get_model
+from .models import MODELS, get_model
 from .optim import Adam, clip_grad_norm
 from .paths import IMAGENET, data_root, features_dir
 from .progress import progress_bar
@@ -65,7 +65,7 @@ def build_parser():
     p.add_argument("--dataset", default=d["dataset"],
                    help="shapes (built in), flickr8k, karpathy:FILE, coco:FILE or custom:FILE")
     p.add_argument("--data-dir", help="data folder (shapes: where to generate it, default data/)")
-    p.add_argument("--model", default=d["model"], choices=["gru-attention", "lstm-attention", "lstm-noattention"],
+    p.add_argument("--model", default=d["model"], choices=sorted(MODELS),
                    help="decoder to train")
     p.add_argument("--embed", type=int, default=d["embed"], help="embedding and encoder size E")
     p.add_argument("--hidden", type=int, default=d["hidden"], help="recurrent state size H")

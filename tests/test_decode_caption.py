@@ -36,22 +36,31 @@ def test_beam_of_one_is_exactly_greedy(name):
     np.testing.assert_allclose([x["logprob"] for x in g], [x["logprob"] for x in b], rtol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["gru-attention", "lstm-attention"])
-def test_beam_search_returns_attention_per_word_and_stops(name):
+@pytest.mark.parametrize("name", ["gru-attention", "lstm-adaptive", "lstm-attention"])
+@pytest.mark.parametrize("beam", [1, 3])
+def test_decoding_returns_attention_per_word_and_stops(name, beam):
+    """The maps cover the L regions; with a sentinel its beta comes apart and the two sum to one."""
     p, cfg = _params(name)
     feats = np.random.default_rng(2).standard_normal((3, 4, 6))
-    for res in beam_search(MODELS[name], p, feats, cfg, VOCAB, beam=3, max_length=5, length_norm=True):
+    for res in decode(MODELS[name], p, feats, cfg, VOCAB, beam=beam, max_length=5, length_norm=True):
         assert len(res["words"]) <= 5
         assert res["alphas"].shape[1] == 4 and len(res["alphas"]) in (len(res["words"]), len(res["words"]) + 1)
-        np.testing.assert_allclose(res["alphas"].sum(axis=1), 1.0, rtol=1e-6)
+        beta = res.get("sentinel")
+        assert (beta is not None) == (name == "lstm-adaptive")
+        if beta is not None:
+            assert beta.shape == (len(res["alphas"]),) and ((beta > 0) & (beta < 1)).all()
+        np.testing.assert_allclose(res["alphas"].sum(axis=1) + (0 if beta is None else beta), 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["gru-attention", "lstm-attention"])
+_END_BIAS = {"gru-attention": "output/b2", "lstm-adaptive": "output/bo", "lstm-attention": "output/bo"}
+
+
+@pytest.mark.parametrize("name", ["gru-attention", "lstm-adaptive", "lstm-attention"])
 def test_every_beams_attention_is_its_own_when_beams_reorder(name):
     """Replaying each returned caption word by word through the model gives the attention beam search reported:
     a beam's map must follow it to its parent at every step (a regression: each kept the row it landed in)."""
     p, cfg = _params(name, scale=1.0)
-    p[{"gru-attention": "output/b2", "lstm-attention": "output/bo"}[name]][VOCAB.end] = -4.0  # long captions
+    p[_END_BIAS[name]][VOCAB.end] = -4.0  # long captions
     feats = np.random.default_rng(2).standard_normal((6, 4, 6))
     model = MODELS[name]
     checked = 0
@@ -61,6 +70,9 @@ def test_every_beams_attention_is_its_own_when_beams_reorder(name):
             enc, state = model.decode_start(p, feats[n:n + 1], cfg)
             for t, word in enumerate(ids):
                 _, state, alpha = model.decode_step(p, enc, state, np.array([word]))
+                if "sentinel" in res:
+                    assert res["sentinel"][t] == pytest.approx(alpha[0, -1], rel=1e-12)
+                    alpha = alpha[:, :-1]
                 np.testing.assert_allclose(res["alphas"][t], alpha[0], rtol=1e-12, atol=1e-14, err_msg=(n, t))
                 checked += 1
     assert checked >= 30
@@ -213,7 +225,7 @@ def tiny_checkpoint(tmp_path_factory):
     weights = root / "tiny.h5"
     save_weights(weights, random_layers(2), preprocessing="caffe", source="test", widths=TINY_WIDTHS)
     paths = {}
-    for name in ("gru-attention", "lstm-noattention"):
+    for name in ("gru-attention", "lstm-noattention", "lstm-adaptive"):
         p, cfg = _params(name, D=8, scale=1.0)
         paths[name] = save_checkpoint(root / f"{name}.h5", model=name, params=p, vocab=VOCAB,
                                       config=tiny_captioner_config(cfg, weights))
@@ -261,6 +273,29 @@ def test_caption_command(tiny_checkpoint, capsys):
     assert caption_cli.main([images[2], "--checkpoint", str(paths["lstm-noattention"]), "--beam", "1"]) == 0
     assert capsys.readouterr().out.startswith(images[2])
     assert caption_cli.main([images[1]]) == 2
+
+
+def test_caption_shows_the_sentinels_beta_for_every_word(tiny_checkpoint, capsys):
+    root, paths, _ = tiny_checkpoint
+    Image.new("RGB", (80, 60), (30, 160, 90)).save(root / "green.png")
+    assert caption_cli.main([str(root / "green.png"), "--checkpoint", str(paths["lstm-adaptive"]), "--json",
+                             "--attention-map", str(root / "adaptive.png")]) == 0
+    (out,) = json.loads(capsys.readouterr().out)
+    beta = out["sentinel"]
+    assert len(beta) - len(out["caption"].split()) in (0, 1) and all(0 < b < 1 for b in beta)  # (and <end>)
+    assert Image.open(root / "adaptive.png").size[0] > 0
+
+
+def test_the_figure_labels_each_word_with_its_beta():
+    image = Image.new("RGB", (40, 40), (90, 90, 90))
+    res = {"words": ["a"], "alphas": np.full((2, 4), 0.2)}
+    plain = np.asarray(attention_figure(image, res, (2, 2), panel=120, columns=3), dtype=float)
+    with_beta = np.asarray(attention_figure(image, dict(res, sentinel=np.array([0.2, 0.2])), (2, 2), panel=120,
+                                            columns=3), dtype=float)
+    top = plain.shape[0] - 120
+    band = slice(top + 90, top + 120)  # the label band at the bottom of the panels
+    assert np.abs(plain[band, 120:240] - with_beta[band, 120:240]).max() > 50  # the word's label text differs
+    np.testing.assert_array_equal(plain[:top + 90], with_beta[:top + 90])  # the maps are the same
 
 
 def test_evaluate_command(tiny_checkpoint, tmp_path, capsys):

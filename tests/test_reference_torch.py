@@ -78,3 +78,62 @@ def test_label_smoothing_matches_pytorch_cross_entropy():
     assert float(loss) == pytest.approx(float(ref), rel=1e-12)
     np.testing.assert_allclose(dlogits[mask], t.grad.numpy(), rtol=1e-10, atol=1e-15)
     assert not dlogits[~mask].any()
+
+
+def _adaptive_attention_in_torch(p, features, words, targets, mask):
+    """lstm-adaptive written as the paper's equations (Lu et al. 2017, eqs. 6-7) with PyTorch's autograd:
+    a softmax over the regions alone for alpha, a second over regions and sentinel for beta, and
+    c^ = beta s + (1 - beta) c; scratchcap instead attends over L + 1 candidates."""
+    F = torch.from_numpy(features)
+    N, T = words.shape
+    L = F.shape[1]
+    H = p["lstm/wh"].shape[0]
+    feats = torch.relu(F @ p["encoder/w"] + p["encoder/b"])
+    glob = torch.relu(F.mean(dim=1) @ p["global/w"] + p["global/b"])
+    projected = feats @ p["attention/w1"] + p["attention/b1"]
+    h = c = torch.zeros(N, H, dtype=torch.float64)
+    emb = p["embedding/w"][torch.from_numpy(words)]
+    logits, betas = [], []
+    for t in range(T):
+        x = torch.cat([emb[:, t], glob], dim=1)
+        a = x @ p["lstm/wx"] + p["lstm/b"] + h @ p["lstm/wh"]
+        i, f, g, o = torch.sigmoid(a[:, :H]), torch.sigmoid(a[:, H:2 * H]), torch.tanh(a[:, 2 * H:3 * H]), \
+            torch.sigmoid(a[:, 3 * H:])
+        gate = torch.sigmoid(torch.cat([x, h], dim=1) @ p["sentinel/w"] + p["sentinel/b"])
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        s = gate * torch.tanh(c)
+        query = h @ p["attention/w2"] + p["attention/b2"]
+        z = torch.tanh(projected + query[:, None, :]) @ p["attention/v"]
+        z_s = torch.tanh(s @ p["attention/w3"] + p["attention/b3"] + query) @ p["attention/v"]
+        alpha = torch.softmax(z, dim=1)
+        beta = torch.softmax(torch.cat([z, z_s[:, None]], dim=1), dim=1)[:, L]
+        context = (alpha[:, :, None] * feats).sum(dim=1)
+        chat = beta[:, None] * s + (1 - beta[:, None]) * context
+        logits.append(torch.tanh((chat + h) @ p["output/wh"] + p["output/bh"]) @ p["output/wo"] + p["output/bo"])
+        betas.append(beta)
+    logits = torch.stack(logits, dim=1)
+    m = torch.from_numpy(mask)
+    loss = torch.nn.functional.cross_entropy(logits[m], torch.from_numpy(targets)[m])
+    return loss, torch.stack(betas, dim=1)
+
+
+def test_adaptive_attention_matches_the_papers_equations_in_pytorch():
+    from scratchcap.gradcheck_cases import caption_batch
+    from scratchcap.models import get_model
+
+    model = get_model("lstm-adaptive")
+    cfg = dict(D=6, E=4, H=5, A=3, V=9, dropout=0.0, **{"lambda": 0.0})
+    shift = np.random.default_rng(2)
+    params = {k: v + 0.5 * shift.standard_normal(v.shape)
+              for k, v in model.init_params(cfg, np.random.default_rng(1), "float64").items()}
+    batch = caption_batch(np.random.default_rng(3), 3, 5, 4, 6, 9)
+    loss, grads, info = model.loss_and_grads(params, batch, cfg, None)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    ref, betas = _adaptive_attention_in_torch(tp, batch["features"], batch["captions"][:, :-1],
+                                              batch["captions"][:, 1:], batch["mask"])
+    ref.backward()
+    assert loss == pytest.approx(float(ref), rel=1e-12)
+    np.testing.assert_allclose(info["alphas"][:, :, -1], betas.detach().numpy(), rtol=1e-10)
+    for k in params:
+        np.testing.assert_allclose(grads[k], tp[k].grad.numpy(), rtol=1e-8, atol=1e-12, err_msg=k)

@@ -68,7 +68,7 @@ def test_feature_norm_rms_records_the_scale_of_the_train_features(workspace):
     assert cfg["feature_scale"] != 1.0
 
 
-@pytest.mark.parametrize("model", ["gru-attention", "lstm-attention", "lstm-noattention"])
+@pytest.mark.parametrize("model", ["gru-attention", "lstm-adaptive", "lstm-attention", "lstm-noattention"])
 def test_a_run_interrupted_mid_epoch_resumes_to_the_same_parameters(workspace, monkeypatch, model):
     root, weights = workspace
     straight = root / f"straight-{model}"

@@ -7,9 +7,9 @@
 
 cfg holds the sizes D, E, H, A, V and "dropout", "lambda".
 """
-from . import gru_attention, lstm_attention, lstm_noattention
+from . import gru_attention, lstm_adaptive, lstm_attention, lstm_noattention
 
-MODELS = {m.NAME: m for m in (gru_attention, lstm_attention, lstm_noattention)}
+MODELS = {m.NAME: m for m in (gru_attention, lstm_adaptive, lstm_attention, lstm_noattention)}
 
 
 def get_model(name):

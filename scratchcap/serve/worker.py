@@ -136,5 +136,7 @@ class CaptionWorker:
                               batch=len(jobs))
                 if job.attention and res.get("alphas") is not None:
                     answer["attention"] = np.round(to_numpy(res["alphas"]).astype(np.float64), 5).tolist()
+                    if res.get("sentinel") is not None:  # lstm-adaptive: each word's weight on its sentinel
+                        answer["sentinel"] = np.round(res["sentinel"].astype(np.float64), 5).tolist()
                 results[i] = answer
         return results

@@ -58,7 +58,8 @@ function draw() {
   ctx.drawImage(lit, 0, 0);
   const words = res.words.concat(["<end>"]);
   $("peak").textContent = `"${words[state.word]}": peak attention ${peak.toFixed(3)}, ` +
-    `${(peak * rows * cols).toFixed(1)}x a uniform map`;
+    `${(peak * rows * cols).toFixed(1)}x a uniform map` +
+    (res.sentinel ? `; from the language model (sentinel) ${res.sentinel[state.word].toFixed(2)}` : "");
 }
 
 function chooseWord(k) {

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from .atomic import write_json
+from .attention_stats import attention_stats
 from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DatasetError, Vocabulary, load_dataset
@@ -59,6 +60,12 @@ def _features_for(ckpt, records, device, log, progress=False):
     return np.concatenate(chunks)
 
 
+def flat_attention_stats(stats):
+    """attention_stats as table columns: noun_entropy, noun_peak, noun_beta, function_entropy, ..."""
+    short = {"nouns": "noun", "function words": "function"}
+    return {f"{short[g]}_{k}": row[k] for g, row in stats.items() for k in ("entropy", "peak", "beta") if k in row}
+
+
 def repeated_bigram_share(hyps: dict) -> float:
     """The share of captions in which some word pair occurs twice ("a black dog and a black dog")."""
     def repeats(words):
@@ -97,6 +104,7 @@ def evaluate(ckpt_path, dataset, data_dir, split="dev", beam=3, device="cpu", li
     hyps = {r.image_id: " ".join(res["words"]) for r, res in zip(records, results)}
     scores = score({r.image_id: r.captions for r in records}, hyps)
     scores["repeated_pairs"] = repeated_bigram_share(hyps)
+    scores.update(flat_attention_stats(attention_stats(results)))
     if dataset == "shapes":
         from .data.shapes import shapes_scores
         scores.update(shapes_scores(records, results, cfg["grid"], cfg["image_size"]))

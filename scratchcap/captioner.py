@@ -12,6 +12,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .data import Vocabulary
 from .decode import decode
 from .ensemble import decoder
+from .models.fine_tune import feature_layer
 from .paths import released_dir
 
 
@@ -73,7 +74,8 @@ class Captioner:
 
     def features(self, images):
         x = self.vgg.preprocess(images, size=self.cfg["image_size"])
-        act = self.vgg.forward(x, layers=(self.cfg["layer"],))[self.cfg["layer"]]
+        layer = feature_layer(self.cfg)  # a fine-tuned model runs its own last layers in decode_start
+        act = self.vgg.forward(x, layers=(layer,))[layer]
         n, rows, cols, d = act.shape
         self.grid = (rows, cols)
         return act.reshape(n, rows * cols, d)

@@ -21,7 +21,8 @@ from .ops.softmax import log_softmax
 
 COMBINE = ("prob", "logprob")
 
-# Features must mean the same to every member: one cache, one VGG-16 pass.
+# Features must mean the same to every member: one cache, one VGG-16 pass (a fine-tuned member's is its
+# block's input).
 FEATURE_KEYS = ("layer", "image_size")
 
 
@@ -35,9 +36,15 @@ def check_members(ckpts, names):
             raise CheckpointError(f"an ensemble needs one vocabulary: {name} has {len(b)} words "
                                   f"({b.fingerprint()[:12]}), {first_name} has {len(a)} ({a.fingerprint()[:12]})")
         for key in FEATURE_KEYS:
-            if ckpt["config"].get(key) != first["config"].get(key):
+            mine, theirs = (_feature_key(c["config"], key) for c in (ckpt, first))
+            if mine != theirs:
                 raise CheckpointError(f"an ensemble needs one kind of features: {name} has {key} "
-                                      f"{ckpt['config'].get(key)}, {first_name} has {first['config'].get(key)}")
+                                      f"{mine}, {first_name} has {theirs}")
+
+
+def _feature_key(cfg, key):
+    from .models.fine_tune import feature_layer
+    return feature_layer(cfg) if key == "layer" else cfg.get(key)
 
 
 class Ensemble:
@@ -75,12 +82,12 @@ class Ensemble:
 def decoder(ckpts, device="cpu", combine="prob", names=None):
     """(model, params) that decode() takes: one checkpoint's model and float32 parameters, or an Ensemble of
     several (checked by check_members; ``names`` name them in its errors) with params None."""
-    from .models import get_model
+    from .models import model_for
 
     ckpts = list(ckpts)
     if len(ckpts) > 1:
         check_members(ckpts, names or [f"checkpoint {k + 1}" for k in range(len(ckpts))])
-    members = [(get_model(c["model"]), to_device({k: v.astype(np.float32) for k, v in c["params"].items()}, device),
+    members = [(model_for(c["model"], c["config"]), to_device({k: v.astype(np.float32) for k, v in c["params"].items()}, device),
                 c["config"]) for c in ckpts]
     if len(members) == 1:
         return members[0][0], members[0][1]

@@ -25,6 +25,7 @@ from .decode import add_decoding_arguments, decode
 from .ensemble import add_ensemble_argument, decoder
 from .feature_cache import CacheError, FeatureCache
 from .metrics import score
+from .models.fine_tune import feature_layer
 from .progress import progress_bar
 from .weights import WeightFileError
 
@@ -38,20 +39,20 @@ def _features_for(ckpt, records, device, log, progress=False):
     if path and os.path.exists(path):
         try:
             with FeatureCache(path) as cache:
-                same = (cache.attrs.get("layer") == cfg["layer"] and int(cache.attrs.get("image_size")) ==
+                same = (cache.attrs.get("layer") == feature_layer(cfg) and int(cache.attrs.get("image_size")) ==
                         int(cfg["image_size"]))
                 if same and all(r.image_id in cache for r in records):
                     return np.concatenate([cache.read([r.image_id for r in records[s:s + 256]])
                                            for s in range(0, len(records), 256)])
         except CacheError:
             pass
-    log(f"computing {cfg['layer']} features of {len(records)} images with VGG-16")
+    log(f"computing {feature_layer(cfg)} features of {len(records)} images with VGG-16")
     from .captioner import Captioner
     from .images import load_image
 
     cap = Captioner(ckpt, device=device, log=log)
     chunks = []
-    bar = progress_bar(len(records), f"VGG-16 {cfg['layer']}", "img", enabled=progress)
+    bar = progress_bar(len(records), f"VGG-16 {feature_layer(cfg)}", "img", enabled=progress)
     for s in range(0, len(records), 16):
         images = [load_image(r.path) for r in records[s:s + 16]]
         chunks.append(to_numpy(cap.features(images)))

@@ -125,7 +125,8 @@ def random_parity(other, dtype="float32"):
 
 
 def decoder_parity(other, dtype="float32"):
-    """[(what, error)] for a training step of each decoder, one Adam step and beam-3 decoding."""
+    """[(what, error)] for a training step of each decoder (and one on a fine-tuned VGG-16 layer), one Adam step
+    and beam-3 decoding."""
     from .backend import to_device
     from .data import Vocabulary
     from .decode import beam_search
@@ -140,8 +141,18 @@ def decoder_parity(other, dtype="float32"):
     cfg = dict(D=16, E=12, H=10, A=8, V=V, dropout=0.3, feature_scale=0.5, **{"lambda": 0.5})
     batch = caption_batch(rng, N, T, L, cfg["D"], V, dtype, min_words=1)
     vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + [f"w{k}" for k in range(V - 4)])
-    for name, model in sorted(MODELS.items()):
+    from .models.fine_tune import BLOCKS, FineTuned, vgg_params
+
+    block = "block5_conv3"  # one decoder on a fine-tuned VGG-16 layer too: conv2d's forward and backward
+    conv = {layer: (rng.standard_normal((3, 3, cfg["D"], cfg["D"])) * 0.1, rng.standard_normal(cfg["D"]) * 0.1)
+            for layer in BLOCKS[block][1]}
+    cases = [(name, model, cfg) for name, model in sorted(MODELS.items())]
+    cases.append((f"gru-attention fine-tuning {block}", FineTuned(MODELS["gru-attention"], block),
+                  dict(cfg, grid=[3, 3], fine_tune=block)))
+    for name, model, cfg in cases:
         params = model.init_params(cfg, numpy.random.default_rng(1), dtype)
+        if cfg.get("fine_tune"):
+            params.update(vgg_params(conv, block, dtype))
         p_oth = to_device(params, device)
         b_oth = {k: to_device(v, device) for k, v in batch.items()}
         loss_r, g_r, _ = model.loss_and_grads(params, batch, cfg, numpy.random.default_rng(5))

@@ -16,6 +16,7 @@ import sys
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import Vocabulary
+from .models.fine_tune import feature_layer
 from .paths import IMAGENET
 
 
@@ -61,7 +62,7 @@ def release(srcs, out, dtype="float16"):
     cfg.pop("progress", None)
     cfg["weights"] = IMAGENET  # the fetched ImageNet weights, wherever the user cache keeps them
     preprocessing = {"preprocessing": "caffe", "channel_order": "BGR", "mean": [103.939, 116.779, 123.68],
-                     "image_size": cfg.get("image_size"), "layer": cfg.get("layer")}
+                     "image_size": cfg.get("image_size"), "layer": feature_layer(cfg)}  # what VGG-16 must compute
     extra = {"preprocessing": preprocessing, "released_from": " + ".join(os.path.basename(str(p)) for p in srcs)}
     scores = _run_dev_scores(srcs[0])
     if scores:

@@ -36,7 +36,8 @@ from .data.batches import Features, encode_records, iterate_batch_indices, make_
 from .decode import decode
 from .distributed import (DistributedError, ShardRng, SingleProcess, add_distributed_argument, batch_totals,
                           get_world, make_allreducer, params_checksum, shard_bounds, stop_job)
-from .models import MODELS, get_model
+from .models import MODELS, model_for
+from .models.fine_tune import BLOCKS, check_block, feature_layer
 from .optim import Adam, clip_grad_norm
 from .paths import IMAGENET, data_root, features_dir
 from .progress import progress_bar
@@ -46,7 +47,7 @@ DEFAULTS = dict(dataset="shapes", data_dir=None, model="gru-attention", embed=25
                 min_count=5, seed=0, image_size=None, layer="block5_conv3", clip=5.0, lr_decay=0.5, decay_patience=2,
                 patience=5, checkpoint_every=100, keep_epochs=False, bucket=False, val_images=None,
                 shapes_images=(2000, 200, 200), dtype="float32", label_smoothing=0.0, objective="xe", scst_samples=5,
-                scst_baseline="mean")
+                scst_baseline="mean", fine_tune=None, encoder_lr=None)
 
 # What an --init-from checkpoint fixes: the decoder, and the data and features it was trained on.
 ARCHITECTURE = ("model", "embed", "hidden", "attention", "dropout", "lam", "feature_norm", "max_length", "min_count",
@@ -99,6 +100,11 @@ def build_parser():
     p.add_argument("--image-size", type=int, default=d["image_size"],
                    help="VGG-16 input side (default: 128 for shapes, 224 otherwise)")
     p.add_argument("--layer", default=d["layer"], help="VGG-16 layer whose grid is attended")
+    p.add_argument("--fine-tune", choices=sorted(BLOCKS), default=d["fine_tune"],
+                   help="train VGG-16's last convolution (block5_conv3) or all of block 5 with the decoder; the "
+                        "cache then holds the block's input (block5_conv2 or block4_pool)")
+    p.add_argument("--encoder-lr", type=float, default=d["encoder_lr"], metavar="LR",
+                   help="with --fine-tune: the VGG-16 layers' learning rate (default: a tenth of --lr)")
     p.add_argument("--clip", type=float, default=d["clip"], help="global gradient-norm clip (0: off)")
     p.add_argument("--lr-decay", type=float, default=d["lr_decay"], help="learning-rate factor on a CIDEr plateau")
     p.add_argument("--decay-patience", type=int, default=d["decay_patience"],
@@ -170,7 +176,7 @@ def feature_cache_path(cfg):
     else:  # the same data set name from two folders must not share a cache
         where = hashlib.sha256(os.path.abspath(str(cfg["data_dir"] or "")).encode()).hexdigest()[:8]
         name = cfg["dataset"].replace(":", "-").replace("/", "_") + "-" + where
-    return os.path.join(features_dir(), f"{name}-{cfg['layer']}-{cfg['image_size']}px.h5")
+    return os.path.join(features_dir(), f"{name}-{feature_layer(cfg)}-{cfg['image_size']}px.h5")
 
 
 def ensure_features(cfg, records, device, log=_log):
@@ -189,8 +195,8 @@ def ensure_features(cfg, records, device, log=_log):
         from .weights.fetch import ensure_weights
 
         model = VGG16.load(ensure_weights(cfg["weights"], log=log), device=device, widths=None)
-        log(f"caching {cfg['layer']} features of {len(todo)} images in {path}")
-        extract(todo, path, model, layer=cfg["layer"], image_size=cfg["image_size"],
+        log(f"caching {feature_layer(cfg)} features of {len(todo)} images in {path}")
+        extract(todo, path, model, layer=feature_layer(cfg), image_size=cfg["image_size"],
                 progress=cfg["progress"], log=log)
     with FeatureCache(path) as cache:
         failed = set(cache.failed)
@@ -198,9 +204,12 @@ def ensure_features(cfg, records, device, log=_log):
     return path, failed, grid
 
 
-def feature_rms(features, ids, sample=256):
-    """Root mean square of the features of (the first ``sample`` of) ids, in float64."""
+def feature_rms(features, ids, through=None, sample=256):
+    """Root mean square of the features of (the first ``sample`` of) ids, in float64; ``through`` maps the
+    cached features to the decoder's input first (a fine-tuned block)."""
     x = features.get(ids[:sample])
+    if through is not None:
+        x = np.concatenate([through(x[s:s + 32]) for s in range(0, len(x), 32)])
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
     if not rms > 0:
         raise DatasetError(f"the features of the first {min(sample, len(ids))} train images are all zero")
@@ -278,6 +287,11 @@ def _config_from_args(args, init=None):
             if key not in given:
                 cfg[key] = base.get(key)
         cfg["feature_scale"] = base.get("feature_scale", 1.0)  # the scale its parameters were trained with
+        if base.get("fine_tune") and cfg["fine_tune"] != base["fine_tune"]:
+            if "fine_tune" in given:
+                raise TrainingError(f"--fine-tune {cfg['fine_tune']} differs from the --init-from checkpoint's "
+                                    f"{base['fine_tune']}, whose VGG-16 layers it carries")
+            cfg["fine_tune"] = base["fine_tune"]
         cfg["init_from"] = os.path.abspath(args.init_from)
     elif cfg["objective"] == "scst":
         raise TrainingError("--objective scst improves a trained captioner: give --init-from CKPT, a cross-entropy "
@@ -291,6 +305,15 @@ def _config_from_args(args, init=None):
             cfg[key] = on_shapes if shapes and not (scst and key == "lr") else otherwise
     if cfg["batch_size"] is None:
         cfg["batch_size"] = 16 if scst else 64  # scst: images, each with --scst-samples captions
+    if cfg["fine_tune"]:
+        try:
+            check_block(cfg["fine_tune"], cfg["layer"])
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
+        if cfg["encoder_lr"] is None:
+            cfg["encoder_lr"] = cfg["lr"] / 10
+    elif cfg["encoder_lr"] is not None:
+        raise TrainingError("--encoder-lr is the learning rate of fine-tuned VGG-16 layers: give --fine-tune too")
     if scst and cfg["scst_samples"] < (2 if cfg["scst_baseline"] == "mean" else 1):
         raise TrainingError("--scst-samples must be at least 2 with the mean baseline (1 with --scst-baseline greedy)")
     return cfg
@@ -354,12 +377,34 @@ def _load_data(cfg, resume, device, log):
         splits["dev"] = splits["dev"][:cfg["val_images"]]
     features = Features(cache_path, [r.image_id for s in splits.values() for r in s])
     cfg["L"], cfg["D"] = features.region_shape
+    if cfg.get("fine_tune"):  # the decoder reads the block's output, as wide as its last layer
+        cfg["D"] = int(_imagenet_block(cfg)["vgg16/block5_conv3/bias"].shape[0])
     cfg.update(E=cfg["embed"], H=cfg["hidden"], A=cfg["attention"], V=len(vocab))
     cfg["lambda"] = cfg["lam"]
     if "feature_scale" not in cfg:  # a resumed run keeps its own
         train_ids = [r.image_id for r in splits["train"]]
-        cfg["feature_scale"] = 1.0 / feature_rms(features, train_ids) if cfg.get("feature_norm") == "rms" else 1.0
+        cfg["feature_scale"] = 1.0 / feature_rms(features, train_ids, _frozen_block(cfg)) \
+            if cfg.get("feature_norm") == "rms" else 1.0
     return splits, vocab, features
+
+
+def _imagenet_block(cfg):
+    """The ImageNet weights of the layers that --fine-tune trains, named as parameters."""
+    from .models.fine_tune import vgg_params
+    from .weights import load_weights
+    from .weights.fetch import ensure_weights
+
+    layers, _ = load_weights(ensure_weights(cfg["weights"], log=_quiet), widths=None)
+    return vgg_params(layers, cfg["fine_tune"], cfg.get("dtype", "float32"))
+
+
+def _frozen_block(cfg):
+    """What the decoder sees at the start of a fine-tuned run, from the cache's (N, L, C): the ImageNet
+    block's output (its RMS sets feature_scale); None without --fine-tune."""
+    if not cfg.get("fine_tune"):
+        return None
+    model, p = model_for(cfg["model"], cfg), _imagenet_block(cfg)
+    return lambda x: to_numpy(model.features(p, x.astype(cfg.get("dtype", "float32")), cfg)[0])
 
 
 def _starting_state(model, cfg, resume, device, init_from=None):
@@ -367,7 +412,14 @@ def _starting_state(model, cfg, resume, device, init_from=None):
     or as the resumed checkpoint left them."""
     dtype = cfg.get("dtype", "float32")
     init = model.init_params(cfg, np.random.default_rng(cfg["seed"]), dtype)
-    optimizer = Adam(lr=cfg["lr"])
+    lr_scale = None
+    if cfg.get("fine_tune"):
+        block = _imagenet_block(cfg)
+        init.update(block)
+        lr_scale = {"vgg16/": cfg["encoder_lr"] / cfg["lr"]}
+        if resume is None and init_from is not None and not set(block) & set(init_from["params"]):
+            init_from = dict(init_from, params=dict(init_from["params"], **block))  # a frozen model, fine-tuned now
+    optimizer = Adam(lr=cfg["lr"], lr_scale=lr_scale)
     rng = np.random.default_rng([cfg["seed"], 1])
     progress = dict(epoch=0, batch=0, step=0, best=None, bad_epochs=0)
     source = resume if resume is not None else init_from
@@ -469,7 +521,7 @@ def train(args, log=_log, world=None):
         from .distributed.world import use_local_gpu
         log(f"rank {world.rank} on GPU {use_local_gpu(world)}")
     cfg, run_dir, resume, init_from = world.bcast(_open_run(args) if root else None)
-    model = get_model(cfg["model"])
+    model = model_for(cfg["model"], cfg)
     if not root:
         world.barrier()  # rank 0 generates the data and caches the features first; the others wait
     splits, vocab, features = _load_data(cfg, resume if resume is not None else init_from, device, log)

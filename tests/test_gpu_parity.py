@@ -39,6 +39,7 @@ def test_the_checks_cover_every_layer_and_decoder_and_pass_on_the_cupy_stand_in(
         assert f"fused kernel {kernel}" in names, kernel
     for model in MODELS:
         assert f"{model} gradients" in names and f"{model} beam-3 words" in names
+    assert "fine-tuning block5_conv3 gradients" in names  # the VGG-16 layer trained with a decoder
     assert "dropout uniforms" in names
     bad = [r for r in rows if not r[1] <= parity.RTOL[dtype]]
     assert not bad, bad

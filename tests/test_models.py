@@ -33,6 +33,28 @@ def test_model_gradients(name, N, T, L, lam):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("N,T,L,lam", [(2, 3, 4, 0.8), (1, 1, 1, 0.0)])
+def test_the_features_gradient_that_fine_tuning_needs(name, N, T, L, lam):
+    """features_grad=True adds the gradient of the (unscaled) features, against central differences."""
+    from scratchcap.gradcheck import numerical_gradient, relative_error
+
+    model = MODELS[name]
+    cfg = dict(D=6, E=4, H=5, A=3, V=9, dropout=0.3, feature_scale=0.7, **{"lambda": lam})
+    shift = np.random.default_rng(7)
+    params = {k: v + 0.5 * shift.standard_normal(v.shape)
+              for k, v in model.init_params(cfg, np.random.default_rng(1), "float64").items()}
+    batch = caption_batch(np.random.default_rng(N + T + L), N, T, L, 6, 9)
+    plain = model.loss_and_grads(params, batch, cfg, np.random.default_rng(5))
+    loss, grads, info = model.loss_and_grads(params, batch, cfg, np.random.default_rng(5), features_grad=True)
+    assert loss == plain[0] and "dfeatures" not in plain[2]
+    assert all((grads[k] == plain[1][k]).all() for k in grads)  # the parameters' gradients do not change
+    numeric = numerical_gradient(lambda: model.loss_and_grads(params, batch, cfg, np.random.default_rng(5))[0],
+                                 batch["features"], 1e-5)
+    assert info["dfeatures"].shape == batch["features"].shape
+    assert relative_error(info["dfeatures"], numeric) < 1e-7
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_float32_training_step_stays_float32(name):
     cfg = dict(D=6, E=4, H=5, A=3, V=9, dropout=0.3)
     params = MODELS[name].init_params(cfg, np.random.default_rng(1))
@@ -91,3 +113,31 @@ def test_label_smoothing_applies_in_training_only_and_its_gradient_checks(name):
     assert MODELS[name].loss_and_grads(params, batch, cfg, None, train=False)[0] == plain  # validation: plain
     errors = check_loss(lambda p: MODELS[name].loss_and_grads(p, batch, cfg, None)[:2], params)
     assert max(errors.values()) < 1e-6, errors
+
+
+@pytest.mark.parametrize("name", ["gru-attention", "lstm-adaptive", "lstm-attention"])
+@pytest.mark.parametrize("block, N, S", [("block5_conv3", 2, 2), ("block5", 1, 1)])
+def test_fine_tuned_model_gradients_through_the_convolutions(name, block, N, S):
+    """The whole model, decoder and VGG-16 layers, against central differences (tiny channels; one region)."""
+    from scratchcap.models import model_for
+    from scratchcap.models.fine_tune import BLOCKS, vgg_params
+
+    C = 3
+    cfg = dict(D=C, E=4, H=5, A=3, V=9, dropout=0.3, grid=[S, S], fine_tune=block, feature_scale=0.8,
+               **{"lambda": 0.3})
+    model = model_for(name, cfg)
+    rng = np.random.default_rng(3)
+    layers = {layer: (rng.standard_normal((3, 3, C, C)) * 0.5, rng.standard_normal(C) * 0.1 + 0.2)
+              for layer in BLOCKS[block][1]}
+    params = dict(model.init_params(cfg, np.random.default_rng(1), "float64"), **vgg_params(layers, block, "float64"))
+    shift = np.random.default_rng(7)
+    params = {k: v + 0.3 * shift.standard_normal(v.shape) for k, v in params.items()}
+    batch = caption_batch(rng, N, 3, S * S, C, 9)
+    batch["features"] = np.abs(batch["features"])  # a ReLU's output, as the cache holds
+    errors = check_loss(lambda p: model.loss_and_grads(p, batch, cfg, np.random.default_rng(5))[:2], params,
+                        names=[k for k in params if k.startswith("vgg16/") or k == "embedding/w"])
+    assert len(errors) == 2 * len(BLOCKS[block][1]) + 1
+    assert max(errors.values()) < 1e-6, errors
+    enc, state = model.decode_start(params, batch["features"], cfg)  # decoding runs the same layers
+    logp, _, _ = model.decode_step(params, enc, state, batch["captions"][:, 0])
+    assert logp.shape == (N, 9)

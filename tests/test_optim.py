@@ -97,3 +97,18 @@ def test_clip_grad_norm_scales_together_and_leaves_input_alone():
 def test_bad_learning_rate():
     with pytest.raises(ValueError, match="learning rate"):
         Adam(lr=0)
+
+
+def test_a_learning_rate_factor_per_name_prefix():
+    """lr_scale: the fine-tuned VGG-16 layers step at their own rate; every other parameter at lr."""
+    from scratchcap.optim import SGD
+
+    params = {"vgg16/block5_conv3/kernel": np.ones(3), "decoder/w": np.ones(3)}
+    grads = {k: np.ones(3) for k in params}
+    SGD(lr=0.1, lr_scale={"vgg16/": 0.01}).step(params, grads)
+    np.testing.assert_allclose(params["decoder/w"], 0.9)
+    np.testing.assert_allclose(params["vgg16/block5_conv3/kernel"], 0.999)
+    opt = Adam(lr=0.1, lr_scale={"vgg16/": 0.5})
+    assert opt.lr_of("vgg16/x") == 0.05 and opt.lr_of("lstm/wx") == 0.1
+    with pytest.raises(ValueError, match="positive"):
+        Adam(lr=0.1, lr_scale={"vgg16/": 0.0})

@@ -243,3 +243,61 @@ def test_the_gpu_path_trains_like_the_cpu_and_resumes(workspace, hostcupy):
     assert train_module.main(["--resume", str(runs["gpu"]), "--epochs", "3", "--no-progress",
                               "--device", "gpu"]) == 0
     assert load_checkpoint(runs["gpu"] / "checkpoint-last.h5")["progress"]["epoch"] == 3
+
+
+def test_fine_tuning_trains_vgg16s_last_layers_and_decoding_uses_them(workspace, capsys):
+    """--fine-tune: the cache holds the block's input, the checkpoint and optimizer carry the trained layers under
+    their weight-file names, and caption and evaluate run them without being told."""
+    from scratchcap.captioner import Captioner
+    from scratchcap.evaluate import evaluate
+    from scratchcap.feature_cache import FeatureCache
+    from scratchcap.weights import load_weights
+    from PIL import Image
+
+    root, weights = workspace
+    out = root / "fine-tuned"
+    cache = root / "cache-block5_conv2.h5"
+    args = _args(root, weights, out, "--fine-tune", "block5_conv3", "--encoder-lr", "0.003", "--feature-norm", "rms")
+    args[args.index("--features") + 1] = str(cache)
+    assert train_module.main(args) == 0
+    with FeatureCache(str(cache)) as c:
+        assert c.attrs["layer"] == "block5_conv2"
+    ckpt = load_checkpoint(out / "checkpoint-last.h5")
+    imagenet, _ = load_weights(str(weights), widths=None)
+    trained = ckpt["params"]["vgg16/block5_conv3/kernel"]
+    assert trained.shape == imagenet["block5_conv3"][0].shape
+    assert not np.allclose(trained, imagenet["block5_conv3"][0])  # it learned
+    assert "m/vgg16/block5_conv3/kernel" in ckpt["optimizer"] and "vgg16/block5_conv2/kernel" not in ckpt["params"]
+    assert ckpt["config"]["fine_tune"] == "block5_conv3" and ckpt["config"]["encoder_lr"] == 0.003
+
+    cap = Captioner(ckpt, device="cpu", weights=str(weights))
+    image = Image.new("RGB", (40, 40), (200, 30, 30))
+    feats = cap.features([image])
+    assert feats.shape[1:] == (4, 8)  # block5_conv2's 2 x 2 grid, the fine-tuned layer's input
+    frozen = dict(ckpt, params=dict(ckpt["params"], **{"vgg16/block5_conv3/kernel": imagenet["block5_conv3"][0]}))
+    ours = cap.model.decode_start(cap.params, feats, cap.cfg)[0][0]
+    theirs = Captioner(frozen, device="cpu", weights=str(weights))
+    assert not np.allclose(ours, theirs.model.decode_start(theirs.params, feats, theirs.cfg)[0][0])
+    assert isinstance(cap.caption([image], beam=2)[0]["words"], list)
+    scores, _ = evaluate(out / "checkpoint-best.h5", None, None, split="dev", beam=1, log=lambda *a: None)
+    assert "CIDEr" in scores
+
+
+def test_a_frozen_run_is_fine_tuned_from_its_checkpoint_and_bad_combinations_are_refused(workspace, capsys):
+    root, weights = workspace
+    frozen = root / "frozen-for-ft"
+    assert train_module.main(_args(root, weights, frozen, "--epochs", "1")) == 0
+    out = root / "ft-from-frozen"
+    args = _args(root, weights, out, "--epochs", "1", "--init-from", str(frozen / "checkpoint-best.h5"),
+                 "--fine-tune", "block5")
+    args[args.index("--features") + 1] = str(root / "cache-block4_pool.h5")
+    assert train_module.main(args) == 0
+    ckpt = load_checkpoint(out / "checkpoint-last.h5")
+    assert {f"vgg16/block5_conv{k}/kernel" for k in (1, 2, 3)} <= set(ckpt["params"])
+    assert ckpt["config"]["encoder_lr"] == pytest.approx(0.001)  # a tenth of --lr
+    capsys.readouterr()
+    assert train_module.main(_args(root, weights, root / "bad1", "--encoder-lr", "0.001")) == 2
+    assert "--fine-tune" in capsys.readouterr().err
+    assert train_module.main(_args(root, weights, root / "bad2", "--fine-tune", "block5", "--layer",
+                                   "block4_conv3")) == 2
+    assert "block5_conv3" in capsys.readouterr().err

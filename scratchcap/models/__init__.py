@@ -5,7 +5,8 @@
     decode_start(params, features, cfg) -> (encoded, state)
     decode_step(params, encoded, state, words) -> (log-probabilities (N, V), state, alpha or None)
 
-cfg holds the sizes D, E, H, A, V and "dropout", "lambda".
+cfg holds the sizes D, E, H, A, V and "dropout", "lambda"; with "fine_tune" the decoder sits on
+VGG-16's last layers (fine_tune.FineTuned), and model_for builds that pair.
 """
 from . import gru_attention, lstm_adaptive, lstm_attention, lstm_noattention
 
@@ -16,3 +17,12 @@ def get_model(name):
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
     return MODELS[name]
+
+
+def model_for(name, cfg):
+    """The model a checkpoint's name and config describe: the decoder, on its fine-tuned VGG-16 layers if any."""
+    model = get_model(name)
+    if cfg.get("fine_tune"):
+        from .fine_tune import FineTuned
+        return FineTuned(model, cfg["fine_tune"])
+    return model

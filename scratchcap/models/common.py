@@ -62,16 +62,29 @@ def initial_state_forward(p, features):
     return (h0, c0), (c1, c2, c3, c4)
 
 
-def initial_state_backward(dh0, dc0, cache, grads):
-    """Adds the init MLPs' gradients to ``grads`` (features are inputs: their gradient is not needed)."""
+def initial_state_backward(dh0, dc0, cache, grads, input_grad=False):
+    """Adds the init MLPs' gradients to ``grads``. Returns the gradient of the mean annotation (N, D) with
+    ``input_grad`` (the features are data unless VGG-16 is fine-tuned), else None."""
     from .. import ops
 
     c1, c2, c3, c4 = cache
     (dcp,) = ops.tanh_backward(dc0, c4)
-    _, grads["init/wc"], grads["init/bc"] = ops.linear_backward(dcp, c3, input_grad=False)
+    dmean_c, grads["init/wc"], grads["init/bc"] = ops.linear_backward(dcp, c3, input_grad=input_grad)
     (dhp,) = ops.tanh_backward(dh0, c2)
-    _, grads["init/wh"], grads["init/bh"] = ops.linear_backward(dhp, c1, input_grad=False)
-    return grads
+    dmean_h, grads["init/wh"], grads["init/bh"] = ops.linear_backward(dhp, c1, input_grad=input_grad)
+    return dmean_c + dmean_h if input_grad else None
+
+
+def mean_grad(dmean, L):
+    """The gradient of features (N, L, D) through their mean over L, from that of the mean (N, D)."""
+    xp = get_array_module(dmean)
+    return xp.broadcast_to((dmean / dmean.dtype.type(L))[:, None, :], (dmean.shape[0], L, dmean.shape[1]))
+
+
+def unscaled_grad(dfeatures, cfg):
+    """The gradient of the features as given, from that of scale_features's output."""
+    scale = cfg.get("feature_scale", 1.0)
+    return dfeatures if scale == 1.0 else dfeatures * dfeatures.dtype.type(scale)
 
 
 def scale_features(features, cfg):

@@ -15,7 +15,8 @@ from __future__ import annotations
 from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax
-from .common import attention_penalty_forward, gate_orthogonal, glorot, scale_features, uniform, zeros
+from .common import (attention_penalty_forward, gate_orthogonal, glorot, scale_features, uniform, unscaled_grad,
+                     zeros)
 
 NAME = "gru-attention"
 
@@ -82,8 +83,9 @@ def decode_step(p, enc, state, words):
     return log_softmax(logits), h, alpha
 
 
-def loss_and_grads(p, batch, cfg, rng=None, train=True):
-    """Teacher-forced loss and gradients keyed like p; info holds the parts of the loss and the alphas."""
+def loss_and_grads(p, batch, cfg, rng=None, train=True, features_grad=False):
+    """Teacher-forced loss and gradients keyed like p; info holds the parts of the loss and the alphas, and
+    with ``features_grad`` the gradient of batch["features"] as "dfeatures" (for fine-tuning VGG-16)."""
     features, captions, mask = scale_features(batch["features"], cfg), batch["captions"], batch["mask"]
     xp = get_array_module(features)
     words, targets = captions[:, :-1], captions[:, 1:]
@@ -144,6 +146,9 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
     dfeats += ops.attend_features_grad(alphas, dcontexts)
     (dact,) = ops.dropout_backward(dfeats, c3)
     (dpre,) = ops.relu_backward(dact, c2)
-    _, g["encoder/w"], g["encoder/b"] = ops.linear_backward(dpre, c1, input_grad=False)
+    dfeatures, g["encoder/w"], g["encoder/b"] = ops.linear_backward(dpre, c1, input_grad=features_grad)
     ce = float(ce)  # one copy to the host: on a GPU, a sync
-    return ce + penalty, g, {"cross_entropy": ce, "penalty": penalty, "alphas": alphas}
+    info = {"cross_entropy": ce, "penalty": penalty, "alphas": alphas}
+    if features_grad:
+        info["dfeatures"] = unscaled_grad(dfeatures, cfg)
+    return ce + penalty, g, info

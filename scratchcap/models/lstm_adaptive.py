@@ -29,7 +29,8 @@ from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax
 from ..threads import matmul
-from .common import attention_penalty_forward, gate_orthogonal, glorot, scale_features, uniform, zeros
+from .common import (attention_penalty_forward, gate_orthogonal, glorot, mean_grad, scale_features, uniform,
+                     unscaled_grad, zeros)
 
 NAME = "lstm-adaptive"
 SENTINEL = True  # decode_step's attention has L + 1 columns, the last the sentinel's beta
@@ -115,9 +116,9 @@ def decode_step(p, enc, state, words):
     return log_softmax(logits), state2, alpha
 
 
-def loss_and_grads(p, batch, cfg, rng=None, train=True):
+def loss_and_grads(p, batch, cfg, rng=None, train=True, features_grad=False):
     """Teacher-forced loss and gradients keyed like p; info holds the parts of the loss and the (N, T, L + 1)
-    weights."""
+    weights, and with ``features_grad`` the gradient of batch["features"] as "dfeatures"."""
     features, captions, mask = scale_features(batch["features"], cfg), batch["captions"], batch["mask"]
     xp = get_array_module(features)
     words, targets = captions[:, :-1], captions[:, 1:]
@@ -203,8 +204,11 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
     dfeats += ops.attend_features_grad(xp.ascontiguousarray(alphas[:, :, :L]), dus)
     (dact,) = ops.dropout_backward(dfeats, c3)
     (dpre,) = ops.relu_backward(dact, c2)
-    _, g["encoder/w"], g["encoder/b"] = ops.linear_backward(dpre, c1, input_grad=False)
+    dfeatures, g["encoder/w"], g["encoder/b"] = ops.linear_backward(dpre, c1, input_grad=features_grad)
     (dgp,) = ops.relu_backward(dglob, c6)
-    _, g["global/w"], g["global/b"] = ops.linear_backward(dgp, c5, input_grad=False)
+    dmean, g["global/w"], g["global/b"] = ops.linear_backward(dgp, c5, input_grad=features_grad)
     ce = float(ce)  # one copy to the host: on a GPU, a sync
-    return ce + penalty, g, {"cross_entropy": ce, "penalty": penalty, "alphas": alphas}
+    info = {"cross_entropy": ce, "penalty": penalty, "alphas": alphas}
+    if features_grad:
+        info["dfeatures"] = unscaled_grad(dfeatures + mean_grad(dmean, L), cfg)
+    return ce + penalty, g, info

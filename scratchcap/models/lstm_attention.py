@@ -18,7 +18,7 @@ from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax
 from .common import (attention_penalty_forward, gate_orthogonal, glorot, initial_state_backward,
-                     initial_state_forward, scale_features, uniform, zeros)
+                     initial_state_forward, mean_grad, scale_features, uniform, unscaled_grad, zeros)
 
 NAME = "lstm-attention"
 
@@ -86,7 +86,9 @@ def decode_step(p, enc, state, words):
     return log_softmax(logits), state2, alpha
 
 
-def loss_and_grads(p, batch, cfg, rng=None, train=True):
+def loss_and_grads(p, batch, cfg, rng=None, train=True, features_grad=False):
+    """Teacher-forced loss and gradients keyed like p; info holds the parts of the loss and the alphas, and
+    with ``features_grad`` the gradient of batch["features"] as "dfeatures" (for fine-tuning VGG-16)."""
     features, captions, mask = scale_features(batch["features"], cfg), batch["captions"], batch["mask"]
     xp = get_array_module(features)
     words, targets = captions[:, :-1], captions[:, 1:]
@@ -129,6 +131,7 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
     dh = xp.zeros((N, H), dtype=features.dtype)
     dc = None
     E = emb.shape[2]
+    dcontexts = xp.empty((N, T, D), dtype=features.dtype) if features_grad else None
     for t in reversed(range(T)):
         ca, cl, cs, cx, beta, context, _, _ = caches[t]
         dx, dh, dc, *_ = ops.lstm_step_backward((dhs[:, t] + dh, dc), cx, dgates=da[t])
@@ -139,7 +142,10 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
         g["gate/w"] += dgw
         g["gate/b"] += dgb
         dalpha = None if dalphas is None else dalphas[:, t]
-        _, _, dq, _, _, dv = ops.attend_backward((dz * beta, dalpha), ca, features_grad=False,
+        dcontext = dz * beta
+        if dcontexts is not None:
+            dcontexts[:, t] = dcontext
+        _, _, dq, _, _, dv = ops.attend_backward((dcontext, dalpha), ca, features_grad=False,
                                                  dprojected=dprojected, dprojected_query=dqp[t])
         dh = dh + dq + dhg
         g["attention/v"] += dv
@@ -150,7 +156,12 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
     g["attention/w2"], g["attention/b2"] = ops.linear_weight_grads(queries, dqp)
     (g["embedding/w"],) = ops.embedding_backward(demb, emb_cache)
     init_cache, proj_cache = enc_cache
-    _, g["attention/w1"], g["attention/b1"] = ops.linear_backward(dprojected, proj_cache, input_grad=False)
-    initial_state_backward(dh, dc, init_cache, g)
+    dfeatures, g["attention/w1"], g["attention/b1"] = ops.linear_backward(dprojected, proj_cache,
+                                                                          input_grad=features_grad)
+    dmean = initial_state_backward(dh, dc, init_cache, g, input_grad=features_grad)
     ce = float(ce)  # one copy to the host: on a GPU, a sync
-    return ce + penalty, g, {"cross_entropy": ce, "penalty": penalty, "alphas": alphas}
+    info = {"cross_entropy": ce, "penalty": penalty, "alphas": alphas}
+    if features_grad:
+        dfeatures += ops.attend_features_grad(alphas, dcontexts)
+        info["dfeatures"] = unscaled_grad(dfeatures + mean_grad(dmean, L), cfg)
+    return ce + penalty, g, info

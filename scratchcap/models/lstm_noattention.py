@@ -9,8 +9,8 @@ from __future__ import annotations
 from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax
-from .common import (gate_orthogonal, glorot, initial_state_backward, initial_state_forward, scale_features,
-                     uniform, zeros)
+from .common import (gate_orthogonal, glorot, initial_state_backward, initial_state_forward, mean_grad,
+                     scale_features, uniform, unscaled_grad, zeros)
 
 NAME = "lstm-noattention"
 
@@ -41,7 +41,7 @@ def decode_step(p, enc, state, words):
     return log_softmax(logits), (h, c), None
 
 
-def loss_and_grads(p, batch, cfg, rng=None, train=True):
+def loss_and_grads(p, batch, cfg, rng=None, train=True, features_grad=False):
     features, captions, mask = scale_features(batch["features"], cfg), batch["captions"], batch["mask"]
     words, targets = captions[:, :-1], captions[:, 1:]
     (h0, c0), enc_cache = initial_state_forward(p, features)
@@ -58,7 +58,10 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True):
     (dhs,) = ops.dropout_backward(dd, dc_)
     demb, dh0, dc0, g["lstm/wx"], g["lstm/wh"], g["lstm/b"] = ops.lstm_backward(dhs, lc)
     (g["embedding/w"],) = ops.embedding_backward(demb, emb_cache)
-    initial_state_backward(dh0, dc0, enc_cache, g)
+    dmean = initial_state_backward(dh0, dc0, enc_cache, g, input_grad=features_grad)
     xp = get_array_module(features)
     ce = float(ce)  # one copy to the host: on a GPU, a sync
-    return ce, g, {"cross_entropy": ce, "penalty": 0.0, "alphas": xp.zeros((0,), dtype=features.dtype)}
+    info = {"cross_entropy": ce, "penalty": 0.0, "alphas": xp.zeros((0,), dtype=features.dtype)}
+    if features_grad:
+        info["dfeatures"] = unscaled_grad(mean_grad(dmean, features.shape[1]), cfg)
+    return ce, g, info

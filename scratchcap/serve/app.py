@@ -220,6 +220,7 @@ def model_summary(captioner, checkpoint_path) -> dict:
     paths = checkpoint_path if isinstance(checkpoint_path, (list, tuple)) else [checkpoint_path]
     return dict(model=captioner.name if len(paths) == 1 else f"ensemble of {len(paths)}: {captioner.name}, ...",
                 checkpoint=" + ".join(os.path.basename(str(p)) for p in paths), vocabulary=len(captioner.vocab),
-                grid=list(captioner.grid), layer=cfg["layer"], image_size=cfg["image_size"],
+                grid=list(captioner.grid), layer=cfg["layer"], fine_tuned=cfg.get("fine_tune"),
+                image_size=cfg["image_size"],
                 training_data=cfg.get("dataset"), dev_scores=scores or {},
                 attention=captioner.name != "lstm-noattention")

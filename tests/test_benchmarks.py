@@ -294,3 +294,13 @@ def test_host_vs_device_runs_every_case_on_the_cupy_stand_in(tmp_path):
     labels = [r["case"] for r in data["rows"]]
     assert data["small"] is True and len(labels) == 15 and "decoder N12 fused 1" in labels
     assert all(_is_time(r["host_ms"]) and _is_time(r["device_ms"]) for r in data["rows"])
+
+
+def test_the_fine_tuning_cost_benchmark_times_all_three_settings(tmp_path):
+    out = tmp_path / "ft.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "fine_tune_cost.py"), "--rounds", "1", "--batch", "1",
+                           "--words", "2", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    got = json.load(open(out))
+    assert set(got["median_s"]) == {"frozen", "block5_conv3", "block5"} and got["ratio_to_frozen"]["frozen"] == 1.0
+    assert got["threads"] >= 1 and all(_is_time(t) for ts in got["seconds"].values() for t in ts)

@@ -64,6 +64,19 @@ def test_a_caption_with_every_field(server):
     assert headers["x-content-type-options"] == "nosniff" and "default-src 'self'" in headers["content-security-policy"]
 
 
+def test_a_sentinel_model_returns_each_words_beta(tmp_path_factory):
+    path, weights = tiny_checkpoint(tmp_path_factory.mktemp("serve-adaptive"), "lstm-adaptive")
+    s = Server(path, "--weights", str(weights), "--batch-window-ms", "5")
+    try:
+        status, _, body = s.caption(png_bytes(), "beam=2&attention=1")
+    finally:
+        s.close()
+    assert status == 200, body
+    att, beta = np.asarray(body["attention"]), np.asarray(body["sentinel"])
+    assert att.shape[1] == 4 and beta.shape == (att.shape[0],) and ((beta > 0) & (beta < 1)).all()
+    assert np.allclose(att.sum(axis=1) + beta, 1, atol=1e-4)  # the regions share what the sentinel leaves
+
+
 def test_defaults_no_attention_unless_asked_and_greedy_on_request(server):
     status, _, body = server.caption(jpeg_bytes())
     assert status == 200 and "attention" not in body and body["beam"] == 3 and len(body["hypotheses"]) == 1

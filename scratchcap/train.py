@@ -44,7 +44,7 @@ from .progress import progress_bar
 
 DEFAULTS = dict(dataset="shapes", data_dir=None, model="gru-attention", embed=256, hidden=256, attention=128,
                 epochs=None, batch_size=None, lr=None, lam=0.0, dropout=0.3, feature_norm=None, max_length=20,
-                min_count=5, seed=0, image_size=None, layer="block5_conv3", clip=5.0, lr_decay=0.5, decay_patience=2,
+                min_count=5, seed=0, image_size=None, layer=None, clip=5.0, lr_decay=0.5, decay_patience=2,
                 patience=5, checkpoint_every=100, keep_epochs=False, bucket=False, val_images=None,
                 shapes_images=(2000, 200, 200), dtype="float32", label_smoothing=0.0, objective="xe", scst_samples=5,
                 scst_baseline="mean", fine_tune=None, encoder_lr=None)
@@ -99,7 +99,9 @@ def build_parser():
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of initialisation, shuffling and dropout")
     p.add_argument("--image-size", type=int, default=d["image_size"],
                    help="VGG-16 input side (default: 128 for shapes, 224 otherwise)")
-    p.add_argument("--layer", default=d["layer"], help="VGG-16 layer whose grid is attended")
+    p.add_argument("--layer", default=d["layer"],
+                   help="VGG-16 layer whose grid is attended (default: block4_pool on shapes, whose 8 x 8 cells at "
+                        "128 px see about one object each; block5_conv3 elsewhere)")
     p.add_argument("--fine-tune", choices=sorted(BLOCKS), default=d["fine_tune"],
                    help="train VGG-16's last convolution (block5_conv3) or all of block 5 with the decoder; the "
                         "cache then holds the block's input (block5_conv2 or block4_pool)")
@@ -298,8 +300,12 @@ def _config_from_args(args, init=None):
                             "run's checkpoint-best.h5 or a released model")
     shapes = cfg["dataset"] == "shapes"
     scst = cfg["objective"] == "scst"
+    # On shapes, block5_conv3's cells each see most of the 128 px image and its attention does not localize;
+    # block4_pool's, with features at their RMS, do (docs/results.md, the grounding table). A fine-tuned
+    # block ends at block5_conv3.
     presets = (("image_size", 128, 224), ("lr", 1e-3, 5e-5 if scst else 4e-4), ("epochs", 20, 15),
-               ("feature_norm", "none", "rms"))
+               ("feature_norm", "rms", "rms"),
+               ("layer", "block5_conv3" if cfg["fine_tune"] else "block4_pool", "block5_conv3"))
     for key, on_shapes, otherwise in presets:
         if cfg[key] is None:
             cfg[key] = on_shapes if shapes and not (scst and key == "lr") else otherwise

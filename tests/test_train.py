@@ -8,7 +8,7 @@ import pytest
 
 from scratchcap import train as train_module
 from scratchcap.checkpoint import load_checkpoint
-from scratchcap.models import gru_attention
+from scratchcap.models import get_model, gru_attention
 from tolerances import relative_norm_error, rtol
 
 
@@ -44,7 +44,9 @@ def test_a_run_leaves_checkpoints_metrics_summary_and_plot(workspace, capsys):
         dict(D=8, E=8, H=12, A=6, V=ckpt["config"]["V"]), np.random.default_rng(0)))
     assert sorted(k.split("/", 1)[1] for k in ckpt["optimizer"] if k.startswith("m/")) == sorted(ckpt["params"])
     assert "validation" in capsys.readouterr().out
-    assert ckpt["config"]["feature_scale"] == 1.0  # the shapes preset feeds raw features
+    # the shapes presets: block4_pool, whose cells see about one object, divided by its RMS
+    assert ckpt["config"]["layer"] == "block4_pool" and ckpt["config"]["feature_norm"] == "rms"
+    assert ckpt["config"]["feature_scale"] != 1.0
 
 
 def test_feature_norm_rms_records_the_scale_of_the_train_features(workspace):
@@ -75,7 +77,7 @@ def test_a_run_interrupted_mid_epoch_resumes_to_the_same_parameters(workspace, m
     assert train_module.main(_args(root, weights, straight, "--model", model)) == 0
 
     broken = root / f"broken-{model}"
-    real = train_module.get_model(model).loss_and_grads
+    real = get_model(model).loss_and_grads
     calls = []
 
     def crash_on_the_eleventh_batch(p, batch, cfg, rng=None, train=True):
@@ -85,7 +87,7 @@ def test_a_run_interrupted_mid_epoch_resumes_to_the_same_parameters(workspace, m
                 raise RuntimeError("simulated crash")
         return real(p, batch, cfg, rng, train)
 
-    monkeypatch.setattr(train_module.get_model(model), "loss_and_grads", crash_on_the_eleventh_batch)
+    monkeypatch.setattr(get_model(model), "loss_and_grads", crash_on_the_eleventh_batch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_module.train(train_module.build_parser().parse_args(_args(root, weights, broken, "--model", model)))
     monkeypatch.undo()
@@ -205,7 +207,7 @@ def test_sigterm_stops_a_run_like_ctrl_c_saving_where_it_was(workspace, monkeypa
 
     root, weights = workspace
     out = root / "terminated"
-    real = train_module.get_model("gru-attention").loss_and_grads
+    real = get_model("gru-attention").loss_and_grads
     calls = []
 
     def terminate_at_the_fifth_batch(p, batch, cfg, rng=None, train=True):
@@ -215,7 +217,7 @@ def test_sigterm_stops_a_run_like_ctrl_c_saving_where_it_was(workspace, monkeypa
                 os.kill(os.getpid(), signal.SIGTERM)
         return real(p, batch, cfg, rng, train)
 
-    monkeypatch.setattr(train_module.get_model("gru-attention"), "loss_and_grads", terminate_at_the_fifth_batch)
+    monkeypatch.setattr(get_model("gru-attention"), "loss_and_grads", terminate_at_the_fifth_batch)
     before = signal.getsignal(signal.SIGTERM)
     assert train_module.main(_args(root, weights, out, "--checkpoint-every", "0")) == 130
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
@@ -286,7 +288,9 @@ def test_fine_tuning_trains_vgg16s_last_layers_and_decoding_uses_them(workspace,
 def test_a_frozen_run_is_fine_tuned_from_its_checkpoint_and_bad_combinations_are_refused(workspace, capsys):
     root, weights = workspace
     frozen = root / "frozen-for-ft"
-    assert train_module.main(_args(root, weights, frozen, "--epochs", "1")) == 0
+    args = _args(root, weights, frozen, "--epochs", "1", "--layer", "block5_conv3")
+    args[args.index("--features") + 1] = str(root / "cache-block5_conv3.h5")
+    assert train_module.main(args) == 0
     out = root / "ft-from-frozen"
     args = _args(root, weights, out, "--epochs", "1", "--init-from", str(frozen / "checkpoint-best.h5"),
                  "--fine-tune", "block5")

@@ -40,10 +40,11 @@ def train_fails(argv):
     from mpi4py import MPI
 
     from scratchcap import train
+    from scratchcap.models import get_model
 
     rank, step, args = int(argv[0]), int(argv[1]), argv[2:]
     me = MPI.COMM_WORLD.Get_rank()
-    model = train.get_model("gru-attention")
+    model = get_model("gru-attention")
     real, calls = model.loss_and_grads, []
 
     def failing(*a, **k):

@@ -9,7 +9,6 @@ gives each one's median and its ratio to the frozen step.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

@@ -96,3 +96,9 @@ def scale_features(features, cfg):
     """
     scale = cfg.get("feature_scale", 1.0)
     return features if scale == 1.0 else features * features.dtype.type(scale)
+
+
+def encoded_start(encode, init_state, p, features, cfg):
+    """decode_start of a decoder with an FC encoder: (the encoded features, the initial state), no dropout."""
+    enc, _ = encode(p, scale_features(features, cfg), cfg, None, train=False)
+    return enc, init_state(p, enc)

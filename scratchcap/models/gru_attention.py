@@ -15,8 +15,8 @@ from __future__ import annotations
 from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax
-from .common import (attention_penalty_forward, gate_orthogonal, glorot, scale_features, uniform, unscaled_grad,
-                     zeros)
+from .common import (attention_penalty_forward, encoded_start, gate_orthogonal, glorot, scale_features, uniform,
+                     unscaled_grad, zeros)
 
 NAME = "gru-attention"
 
@@ -70,9 +70,7 @@ def output(p, hs):
 
 def decode_start(p, features, cfg):
     """What greedy and beam search need: (encoded features, initial state)."""
-    features = scale_features(features, cfg)
-    enc, _ = encode(p, features, cfg, None, train=False)
-    return enc, init_state(p, enc)
+    return encoded_start(encode, init_state, p, features, cfg)
 
 
 def decode_step(p, enc, state, words):

@@ -29,8 +29,8 @@ from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax
 from ..threads import matmul
-from .common import (attention_penalty_forward, gate_orthogonal, glorot, mean_grad, scale_features, uniform,
-                     unscaled_grad, zeros)
+from .common import (attention_penalty_forward, encoded_start, gate_orthogonal, glorot, mean_grad, scale_features,
+                     uniform, unscaled_grad, zeros)
 
 NAME = "lstm-adaptive"
 SENTINEL = True  # decode_step's attention has L + 1 columns, the last the sentinel's beta
@@ -103,9 +103,7 @@ def output(p, us, rng, dropout, train):
 
 def decode_start(p, features, cfg):
     """What greedy and beam search need: (encoded features, initial state)."""
-    features = scale_features(features, cfg)
-    enc, _ = encode(p, features, cfg, None, train=False)
-    return enc, init_state(p, enc)
+    return encoded_start(encode, init_state, p, features, cfg)
 
 
 def decode_step(p, enc, state, words):

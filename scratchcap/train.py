@@ -14,6 +14,7 @@ writes), metrics.jsonl (one line per epoch), summary.json and loss.png.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -37,7 +38,7 @@ from .decode import decode
 from .distributed import (DistributedError, ShardRng, SingleProcess, add_distributed_argument, batch_totals,
                           get_world, make_allreducer, params_checksum, shard_bounds, stop_job)
 from .models import MODELS, model_for
-from .models.fine_tune import BLOCKS, check_block, feature_layer
+from .models.fine_tune import BLOCKS, OUTPUT_LAYER, PREFIX, check_block, feature_layer
 from .optim import Adam, clip_grad_norm
 from .paths import IMAGENET, data_root, features_dir
 from .progress import progress_bar
@@ -384,7 +385,7 @@ def _load_data(cfg, resume, device, log):
     features = Features(cache_path, [r.image_id for s in splits.values() for r in s])
     cfg["L"], cfg["D"] = features.region_shape
     if cfg.get("fine_tune"):  # the decoder reads the block's output, as wide as its last layer
-        cfg["D"] = int(_imagenet_block(cfg)["vgg16/block5_conv3/bias"].shape[0])
+        cfg["D"] = int(_imagenet_block(cfg)[f"{PREFIX}{OUTPUT_LAYER}/bias"].shape[0])
     cfg.update(E=cfg["embed"], H=cfg["hidden"], A=cfg["attention"], V=len(vocab))
     cfg["lambda"] = cfg["lam"]
     if "feature_scale" not in cfg:  # a resumed run keeps its own
@@ -394,14 +395,22 @@ def _load_data(cfg, resume, device, log):
     return splits, vocab, features
 
 
-def _imagenet_block(cfg):
-    """The ImageNet weights of the layers that --fine-tune trains, named as parameters."""
-    from .models.fine_tune import vgg_params
+@functools.lru_cache(maxsize=2)
+def _imagenet_layers(weights, block):
+    """{layer: (kernel, bias)} of the layers that --fine-tune trains, read (and checksummed) once per process."""
     from .weights import load_weights
     from .weights.fetch import ensure_weights
 
-    layers, _ = load_weights(ensure_weights(cfg["weights"], log=_quiet), widths=None)
-    return vgg_params(layers, cfg["fine_tune"], cfg.get("dtype", "float32"))
+    layers, _ = load_weights(ensure_weights(weights, log=_quiet), widths=None)
+    return {name: layers[name] for name in BLOCKS[block][1]}
+
+
+def _imagenet_block(cfg):
+    """The ImageNet weights of the layers that --fine-tune trains, named as parameters (fresh copies: the
+    optimizer updates them in place)."""
+    from .models.fine_tune import vgg_params
+
+    return vgg_params(_imagenet_layers(cfg["weights"], cfg["fine_tune"]), cfg["fine_tune"], cfg.get("dtype", "float32"))
 
 
 def _frozen_block(cfg):
@@ -422,7 +431,7 @@ def _starting_state(model, cfg, resume, device, init_from=None):
     if cfg.get("fine_tune"):
         block = _imagenet_block(cfg)
         init.update(block)
-        lr_scale = {"vgg16/": cfg["encoder_lr"] / cfg["lr"]}
+        lr_scale = {PREFIX: cfg["encoder_lr"] / cfg["lr"]}
         if resume is None and init_from is not None and not set(block) & set(init_from["params"]):
             init_from = dict(init_from, params=dict(init_from["params"], **block))  # a frozen model, fine-tuned now
     optimizer = Adam(lr=cfg["lr"], lr_scale=lr_scale)

@@ -41,10 +41,6 @@ def feature_layer(cfg):
     return BLOCKS[block][0] if block else cfg["layer"]
 
 
-def param_names(block):
-    return [f"{PREFIX}{layer}/{part}" for layer in BLOCKS[block][1] for part in ("kernel", "bias")]
-
-
 def vgg_params(layers, block, dtype="float32"):
     """{"vgg16/<layer>/kernel": (3, 3, C, F), ".../bias": (F,)} from a weight file's {layer: (kernel, bias)}."""
     out = {}

@@ -344,26 +344,31 @@ def torch_case(args, s, device):
     if case == "beam":
         k, V, T = 3, s["V"], s["T"]
 
+        def attend_k(f, proj, h):  # an image's beams ask k queries of one copy of it, as scratchcap's attend does
+            N, L, A = proj.shape
+            q = (h @ p["attention/w2"] + p["attention/b2"]).view(N, -1, 1, A)
+            alpha = torch.softmax(torch.tanh(proj[:, None] + q) @ p["attention/v"], dim=2)
+            return torch.bmm(alpha, f).reshape(h.shape[0], -1)
+
         def beam():  # the same search as scratchcap.decode.beam_search, kept on the device
             with torch.no_grad():
                 N = feats.shape[0]
                 f, proj = encode(feats, False)
-                f, proj = f.repeat_interleave(k, 0), proj.repeat_interleave(k, 0)
-                h = torch.zeros(N * k, H, device=device)
-                words = torch.full((N * k,), 1, dtype=torch.long, device=device)
-                scores = torch.full((N, k), -float("inf"), device=device, dtype=torch.float64)
-                scores[:, 0] = 0
-                finished = torch.zeros(N, k, dtype=torch.bool, device=device)
-                history = torch.zeros(N, k, 0, dtype=torch.long, device=device)
+                h = torch.zeros(N, H, device=device)  # the first word: one live beam per image
+                words = torch.full((N,), 1, dtype=torch.long, device=device)
+                scores = torch.zeros(N, 1, device=device, dtype=torch.float64)
+                finished = torch.zeros(N, 1, dtype=torch.bool, device=device)
+                history = torch.zeros(N, 1, 0, dtype=torch.long, device=device)
                 for _ in range(T):
-                    h = gru(torch.cat([attend(f, proj, h), p["embedding/w"][words]], dim=1), h)
-                    logp = torch.log_softmax(out(h), dim=1).double().reshape(N, k, V)
+                    width = scores.shape[1]
+                    h = gru(torch.cat([attend_k(f, proj, h), p["embedding/w"][words]], dim=1), h)
+                    logp = torch.log_softmax(out(h), dim=1).double().reshape(N, width, V)
                     logp[finished] = -float("inf")
                     logp[..., 0][finished] = 0.0
-                    total = (scores[:, :, None] + logp).reshape(N, k * V)
+                    total = (scores[:, :, None] + logp).reshape(N, width * V)
                     scores, order = total.topk(k, dim=1)
                     src, word = order // V, order % V
-                    rows = (torch.arange(N, device=device)[:, None] * k + src).reshape(-1)
+                    rows = (torch.arange(N, device=device)[:, None] * width + src).reshape(-1)
                     finished = torch.gather(finished, 1, src) | (word == 2)
                     history = torch.cat([torch.gather(history, 1, src[:, :, None].expand(-1, -1, history.shape[2])),
                                          word[:, :, None]], dim=2)

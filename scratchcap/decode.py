@@ -41,6 +41,16 @@ def repeat_rows(tree, k):
     return get_array_module(tree).repeat(tree, k, axis=0)
 
 
+def expand_encoding(model, enc, k):
+    """decode_start's encoding for k rows of state per image (rows n·k .. n·k + k - 1 are image n's).
+
+    A model whose decode_step asks k queries of one copy of each image (``ops.attend_forward`` takes
+    (N·k, H) queries) says so with its own ``expand_encoding`` and keeps the encoding as it is; for the
+    others every array is repeated k times."""
+    own = getattr(model, "expand_encoding", None)
+    return own(enc, k) if own is not None else repeat_rows(enc, k)
+
+
 def top_k(total, k):
     """Indices of the k largest entries of each row of ``total`` (n, m), best first, ties to the lower index.
 
@@ -173,19 +183,22 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
     xp = get_array_module(features)
     N, k = features.shape[0], beam
     enc, state = model.decode_start(params, features, cfg)
-    enc, state = repeat_rows(enc, k), repeat_rows(state, k)
-    words = xp.full((N * k,), vocab.start, dtype=xp.int64)
-    scores = np.full((N, k), -np.inf)
-    scores[:, 0] = 0.0  # one live beam per image at the start, so beams do not duplicate
-    finished = np.zeros((N, k), dtype=bool)
-    lengths = np.zeros((N, k), dtype=np.int64)
-    history = np.zeros((N, k, 0), dtype=np.int64)
+    # The first word has one live beam per image (every beam would start from <start>), so it is computed once
+    # per image; from then on there are k rows of state per image, and the encoding is expanded for them.
+    words = xp.full((N,), vocab.start, dtype=xp.int64)
+    scores = np.zeros((N, 1))
+    finished = np.zeros((N, 1), dtype=bool)
+    lengths = np.zeros((N, 1), dtype=np.int64)
+    history = np.zeros((N, 1, 0), dtype=np.int64)
     att_history = None
     bad = bad_ending_ids(vocab) if block_bad_endings else None
     for t in range(max_length):
+        if t == 1:
+            enc = expand_encoding(model, enc, scores.shape[1])  # k, or fewer where the vocabulary is smaller
         logp, state, alpha = model.decode_step(params, enc, state, words)
+        width = scores.shape[1]  # live rows per image: 1 at the first word, then k
         # Each continuation's total score, in float64 in one pass; what may not follow is struck out of it.
-        total = np.add(scores[:, :, None], to_numpy(logp).reshape(N, k, -1), dtype=np.float64)
+        total = np.add(scores[:, :, None], to_numpy(logp).reshape(N, width, -1), dtype=np.float64)
         for token in _non_words(vocab, allow_unk):  # a finished beam's <pad> is set below
             total[:, :, token] = -np.inf
         V = total.shape[2]
@@ -196,19 +209,19 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         # A finished beam may only continue with <pad>, at no cost, so that it keeps its score.
         total[finished] = -np.inf
         total[finished, vocab.pad] = scores[finished]
-        total = total.reshape(N, k * V)
+        total = total.reshape(N, width * V)
         order = top_k(total, k)
         src, word = order // V, order % V
         scores = np.take_along_axis(total, order, axis=1)
-        rows = (np.arange(N)[:, None] * k + src).reshape(-1)
+        rows = (np.arange(N)[:, None] * width + src).reshape(-1)
         prev_finished = np.take_along_axis(finished, src, axis=1)
         history = np.concatenate([np.take_along_axis(history, src[:, :, None], axis=1), word[:, :, None]], axis=2)
         lengths = np.take_along_axis(lengths, src, axis=1) + ~prev_finished
         finished = prev_finished | (word == vocab.end)
         if alpha is not None:
-            a = to_numpy(alpha).reshape(N, k, 1, -1)
+            a = to_numpy(alpha).reshape(N, width, 1, -1)
             if att_history is None:
-                att_history = np.zeros((N, k, 0, a.shape[3]), dtype=a.dtype)
+                att_history = np.zeros((N, width, 0, a.shape[3]), dtype=a.dtype)
             # row b's attention belongs to beam b's past: append it, then follow each new beam to its parent
             att_history = np.take_along_axis(np.concatenate([att_history, a], axis=2), src[:, :, None, None], axis=1)
         state = _take(state, xp.asarray(rows))

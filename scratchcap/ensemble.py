@@ -17,6 +17,7 @@ import numpy as np
 
 from .backend import get_array_module, to_device
 from .checkpoint import CheckpointError
+from .decode import expand_encoding
 from .ops.softmax import log_softmax
 
 COMBINE = ("prob", "logprob")
@@ -62,6 +63,9 @@ class Ensemble:
     def decode_start(self, params, features, cfg):
         starts = [model.decode_start(p, features, c) for model, p, c in self.members]
         return tuple(s[0] for s in starts), tuple(s[1] for s in starts)
+
+    def expand_encoding(self, enc, k):
+        return tuple(expand_encoding(model, e, k) for (model, _, _), e in zip(self.members, enc))
 
     def decode_step(self, params, enc, state, words):
         outs = [model.decode_step(p, e, s, words) for (model, p, _), e, s in zip(self.members, enc, state)]

@@ -143,5 +143,11 @@ def layer_cases(xp, sizes=None, seed: int = 0):
              dict(mask=bools(_masks(rng, N, L, False)))),
         Case("attend", ops.attend_forward, ops.attend_backward,
              [r(N, L, D), r(N, L, A), r(N, H), r(H, A), r(A), r(A)]),
+        Case("attend 3 queries per image", ops.attend_forward, ops.attend_backward,  # beam search's k beams
+             [r(N, L, D), r(N, L, A), r(3 * N, H), r(H, A), r(A), r(A)]),
+        Case("additive_attention 2 queries per image masked", ops.additive_attention_forward,
+             ops.additive_attention_backward,
+             [r(N, L, D), r(2 * N, H), r(D, A), r(A), r(H, A), r(A), r(A)],
+             dict(mask=bools(_masks(rng, N, L, False)))),
     ]
     return cases

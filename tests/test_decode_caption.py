@@ -133,6 +133,44 @@ def test_beam_search_finds_the_best_sequence_of_a_known_model():
     assert [h["logprob"] for h in res["beams"]] == pytest.approx([np.log(0.4), np.log(0.6 / 3)])
 
 
+def _reference_beam(model, p, feats, cfg, beam, max_length):
+    """Beam search the plain way, one image and one hypothesis at a time, each step a decode_step of one row:
+    [(words, logprob)] of the best hypothesis per image."""
+    best = []
+    for n in range(len(feats)):
+        enc, state = model.decode_start(p, feats[n:n + 1], cfg)
+        hyps = [([], 0.0, state, False)]  # words, logprob, state, finished
+        for _ in range(max_length):
+            grown = []
+            for words, score, st, done in hyps:
+                if done:
+                    grown.append((words, score, st, done))
+                    continue
+                logp, st2, _ = model.decode_step(p, enc, st, np.array([words[-1] if words else VOCAB.start]))
+                for w in range(len(VOCAB)):
+                    if w not in (VOCAB.pad, VOCAB.start, VOCAB.unk):
+                        grown.append((words + [w], score + float(logp[0, w]), st2, w == VOCAB.end))
+            hyps = sorted(grown, key=lambda h: -h[1])[:beam]
+            if all(h[3] for h in hyps):
+                break
+        best.append((VOCAB.decode(hyps[0][0]), hyps[0][1]))
+    return best
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_beam_search_equals_the_plain_search_one_hypothesis_at_a_time(name):
+    """The batched search (one first step per image, an image's beams sharing its encoding where the model's
+    attention takes k queries per image, the finished beams carried at their score) finds what the plain one does."""
+    p, cfg = _params(name, scale=1.0)
+    p[_END_BIAS.get(name, "output/b")][VOCAB.end] -= 1.0  # captions of several words
+    feats = np.random.default_rng(4).standard_normal((4, 3, 6))
+    got = beam_search(MODELS[name], p, feats, cfg, VOCAB, beam=3, max_length=6)
+    want = _reference_beam(MODELS[name], p, feats, cfg, 3, 6)
+    assert [r["words"] for r in got] == [w for w, _ in want]
+    np.testing.assert_allclose([r["logprob"] for r in got], [s for _, s in want], rtol=1e-12)
+    assert any(len(w) > 1 for w, _ in want)
+
+
 def first_word_model(probs, vocab=VOCAB):
     """A next-word table: at the first step {token id: probability} (every other token e^-30); then <end>."""
     from scratchcap.backend import get_array_module

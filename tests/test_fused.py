@@ -72,7 +72,7 @@ def test_numpy_never_gets_a_kernel(monkeypatch):
 
 
 FUSED_LAYERS = ("gru_step", "gru", "lstm_step", "lstm", "additive_attention", "additive_attention masked",
-                "attend")
+                "attend", "attend 3 queries per image", "additive_attention 2 queries per image masked")
 
 
 @pytest.mark.parametrize("case_name", FUSED_LAYERS)

@@ -1,30 +1,33 @@
 """The keywords that let a decoder hoist work out of its time loop give the same gradients as the plain calls."""
 import numpy as np
+import pytest
 
 from scratchcap import ops
 from scratchcap.backend import to_numpy
 
 
-def _attend_case(xp, rng, N=3, L=5, D=4, H=6, A=7, dtype="float64"):
+def _attend_case(xp, rng, N=3, L=5, D=4, H=6, A=7, dtype="float64", k=1):
+    """attend_forward's arguments; k queries per image."""
     def r(*shape):
         return xp.asarray(rng.standard_normal(shape).astype(dtype))
 
     features, w1, b1 = r(N, L, D), r(D, A), r(A)
     projected, _ = ops.linear_forward(features, w1, b1)
-    return features, projected, r(N, H), r(H, A), r(A), r(A)
+    return features, projected, r(N * k, H), r(H, A), r(A), r(A)
 
 
-def _attend_plain(xp, seed):
+def _attend_plain(xp, seed, k=1):
     """One attention step: (its forward arguments, cache, upstream gradients, the plain backward's outputs)."""
     rng = np.random.default_rng(seed)
-    args = _attend_case(xp, rng)
+    args = _attend_case(xp, rng, k=k)
     (ctx, alpha), cache = ops.attend_forward(*args)
     douts = (xp.asarray(rng.standard_normal(ctx.shape)), xp.asarray(rng.standard_normal(alpha.shape)))
     return args, cache, douts, ops.attend_backward(douts, cache)
 
 
-def test_attend_backward_into_buffer_equals_plain(xp):
-    (_, projected, *_), cache, douts, plain = _attend_plain(xp, 0)
+@pytest.mark.parametrize("k", [1, 3])
+def test_attend_backward_into_buffer_equals_plain(xp, k):
+    (_, projected, *_), cache, douts, plain = _attend_plain(xp, 0, k)
     start = xp.asarray(np.random.default_rng(10).standard_normal(projected.shape))
     buffer = start.copy()
     hoisted = ops.attend_backward(douts, cache, features_grad=False, dprojected=buffer)
@@ -49,6 +52,43 @@ def test_attend_features_grad_sums_the_steps(xp):
         total += ops.attend_backward((dcontexts[:, t], None), cache)[0]
     np.testing.assert_allclose(to_numpy(ops.attend_features_grad(alphas, dcontexts)), to_numpy(total),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_k_queries_per_image_equal_the_features_repeated_k_times(xp, mask):
+    """What beam search relies on: asking k queries of one copy of each image is asking each of k copies once,
+    forward and backward (the copies' gradients summed)."""
+    k, N, L = 3, 2, 5
+    rng = np.random.default_rng(7)
+    features, projected, q, w2, b2, v = _attend_case(xp, rng, N=N, L=L, k=k)
+    m = xp.asarray(np.array([[True] * L, [True, False, True, False, False]])) if mask else None
+    (ctx, alpha), cache = ops.attend_forward(features, projected, q, w2, b2, v, mask=m)
+    rep = [xp.repeat(a, k, axis=0) for a in (features, projected)]
+    (ctx_r, alpha_r), cache_r = ops.attend_forward(*rep, q, w2, b2, v, mask=None if m is None else xp.repeat(m, k, 0))
+    _close(ctx, ctx_r)
+    _close(alpha, alpha_r)
+    douts = (xp.asarray(rng.standard_normal(ctx.shape)), xp.asarray(rng.standard_normal(alpha.shape)))
+    got, want = ops.attend_backward(douts, cache), ops.attend_backward(douts, cache_r)
+    for g, w in zip(got[:2], want[:2]):  # dfeatures, dprojected: per copy, summed over an image's k copies
+        _close(g, w.reshape((N, k) + w.shape[1:]).sum(axis=1))
+    for g, w in zip(got[2:], want[2:]):
+        _close(g, w)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_attend_without_keeping_activations_gives_the_same_outputs_and_no_cache(xp, k):
+    args = _attend_case(xp, np.random.default_rng(9), N=5, L=7, k=k)
+    (ctx, alpha), _ = ops.attend_forward(*args)
+    (ctx2, alpha2), cache = ops.attend_forward(*args, keep=False)
+    assert cache is None
+    _close(ctx2, ctx)
+    _close(alpha2, alpha)
+
+
+def test_attend_refuses_a_query_count_that_is_not_a_multiple_of_the_images(xp):
+    features, projected, q, w2, b2, v = _attend_case(xp, np.random.default_rng(8), N=2)
+    with pytest.raises(ValueError, match="3 rows for 2 images"):
+        ops.attend_forward(features, projected, q[:1].repeat(3, axis=0), w2, b2, v)
 
 
 def test_linear_backward_without_input_grad(xp):
@@ -117,8 +157,9 @@ def test_lstm_step_backward_into_a_gate_buffer_equals_plain(xp):
         _close(a, b)
 
 
-def test_attend_backward_into_a_query_buffer_equals_plain(xp):
-    (_, _, q, w2, _, _), cache, douts, plain = _attend_plain(xp, 6)
+@pytest.mark.parametrize("k", [1, 2])
+def test_attend_backward_into_a_query_buffer_equals_plain(xp, k):
+    (_, _, q, w2, _, _), cache, douts, plain = _attend_plain(xp, 6, k)
     dqp = xp.full((q.shape[0], w2.shape[1]), np.nan)
     hoisted = ops.attend_backward(douts, cache, dprojected_query=dqp)
     assert hoisted[3] is None and hoisted[4] is None

@@ -4,6 +4,9 @@
     loss_and_grads(params, batch, cfg, rng, train) -> (loss, grads keyed like params, info)
     decode_start(params, features, cfg) -> (encoded, state)
     decode_step(params, encoded, state, words) -> (log-probabilities (N, V), state, alpha or None)
+    expand_encoding(encoded, k) -> encoded for k rows of state per image (optional: by default
+        decode.expand_encoding repeats every array k times; a decoder whose attention asks k queries
+        of one copy of each image returns it as it is)
 
 cfg holds the sizes D, E, H, A, V and "dropout", "lambda"; with "fine_tune" the decoder sits on
 VGG-16's last layers (fine_tune.FineTuned), and model_for builds that pair.

@@ -18,6 +18,7 @@ get it from ``models.model_for`` and feed it the block's input (``feature_layer`
 from __future__ import annotations
 
 from .. import ops
+from ..decode import expand_encoding
 
 PREFIX = "vgg16/"
 # fine-tuned block -> (the cached layer, its input; the layers trained on top of it)
@@ -118,6 +119,9 @@ class FineTuned:
     def decode_start(self, p, features, cfg):
         feats, _ = self.features(p, features, cfg)
         return self.decoder.decode_start(p, feats, cfg)
+
+    def expand_encoding(self, enc, k):
+        return expand_encoding(self.decoder, enc, k)
 
     def decode_step(self, p, enc, state, words):
         return self.decoder.decode_step(p, enc, state, words)

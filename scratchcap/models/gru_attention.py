@@ -50,11 +50,11 @@ def init_state(p, enc):
     return get_array_module(feats).zeros((feats.shape[0], p["gru/wh"].shape[0]), dtype=feats.dtype)
 
 
-def step(p, enc, h, emb_t):
-    """One decoder step: ((h_t, alpha_t), cache)."""
+def step(p, enc, h, emb_t, keep=True):
+    """One decoder step: ((h_t, alpha_t), cache); ``keep=False`` (decoding) keeps nothing for a backward."""
     feats, projected = enc
     (context, alpha), ca = ops.attend_forward(feats, projected, h, p["attention/w2"], p["attention/b2"],
-                                              p["attention/v"])
+                                              p["attention/v"], keep=keep)
     xp = get_array_module(h)
     x = xp.concatenate([context, emb_t], axis=1)
     h_next, cg = ops.gru_step_forward(x, h, p["gru/wx"], p["gru/wh"], p["gru/bx"], p["gru/bh"])
@@ -73,10 +73,15 @@ def decode_start(p, features, cfg):
     return encoded_start(encode, init_state, p, features, cfg)
 
 
+def expand_encoding(enc, k):
+    """Beam search's k rows per image share its encoding: the attention takes k queries per image."""
+    return enc
+
+
 def decode_step(p, enc, state, words):
     """words (N,) int -> (log-probabilities (N, V), next state, alpha (N, L))."""
     emb, _ = ops.embedding_forward(words[:, None], p["embedding/w"])
-    (h, alpha), _ = step(p, enc, state, emb[:, 0])
+    (h, alpha), _ = step(p, enc, state, emb[:, 0], keep=False)
     logits, _ = output(p, h)
     return log_softmax(logits), h, alpha
 

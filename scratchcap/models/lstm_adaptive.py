@@ -72,8 +72,9 @@ def init_state(p, enc):
     return xp.zeros((feats.shape[0], H), dtype=feats.dtype), xp.zeros((feats.shape[0], H), dtype=feats.dtype)
 
 
-def step(p, enc, state, emb_t):
-    """One decoder step: ((h_t, c_t), c^_t, a^_t (N, L + 1)), cache."""
+def step(p, enc, state, emb_t, keep=True):
+    """One decoder step: ((h_t, c_t), c^_t, a^_t (N, L + 1)), cache; ``keep=False`` (decoding) keeps nothing
+    of the attention for a backward."""
     feats, projected, glob = enc
     h, c = state
     xp = get_array_module(h)
@@ -88,7 +89,7 @@ def step(p, enc, state, emb_t):
     candidates = xp.concatenate([feats, s[:, None, :]], axis=1)
     scored = xp.concatenate([projected, ps[:, None, :]], axis=1)
     (context, alpha), ca = ops.attend_forward(candidates, scored, h2, p["attention/w2"], p["attention/b2"],
-                                              p["attention/v"])
+                                              p["attention/v"], keep=keep)
     return ((h2, c2), context, alpha), (ca, cx, cg, cs, ct, gate, tc, s, x, h, xh)
 
 
@@ -109,7 +110,7 @@ def decode_start(p, features, cfg):
 def decode_step(p, enc, state, words):
     """words (N,) int -> (log-probabilities (N, V), next state, a^ (N, L + 1): the regions' weights, then beta)."""
     emb, _ = ops.embedding_forward(words[:, None], p["embedding/w"])
-    (state2, context, alpha), _ = step(p, enc, state, emb[:, 0])
+    (state2, context, alpha), _ = step(p, enc, state, emb[:, 0], keep=False)
     logits, _ = output(p, context + state2[0], None, 0.0, False)
     return log_softmax(logits), state2, alpha
 

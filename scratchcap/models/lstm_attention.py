@@ -49,12 +49,12 @@ def encode(p, features):
     return (features, projected), state, (init_cache, proj_cache)
 
 
-def step(p, enc, state, emb_t):
-    """((h_t, c_t), alpha_t, z_t), cache."""
+def step(p, enc, state, emb_t, keep=True):
+    """((h_t, c_t), alpha_t, z_t), cache; ``keep=False`` (decoding) keeps nothing for a backward."""
     features, projected = enc
     h, c = state
     (context, alpha), ca = ops.attend_forward(features, projected, h, p["attention/w2"], p["attention/b2"],
-                                              p["attention/v"])
+                                              p["attention/v"], keep=keep)
     gpre, cl = ops.linear_forward(h, p["gate/w"], p["gate/b"])
     beta, cs = ops.sigmoid_forward(gpre)
     z = beta * context
@@ -79,9 +79,14 @@ def decode_start(p, features, cfg):
     return enc, state
 
 
+def expand_encoding(enc, k):
+    """Beam search's k rows per image share its encoding: the attention takes k queries per image."""
+    return enc
+
+
 def decode_step(p, enc, state, words):
     emb, _ = ops.embedding_forward(words[:, None], p["embedding/w"])
-    (state2, alpha, z), _ = step(p, enc, state, emb[:, 0])
+    (state2, alpha, z), _ = step(p, enc, state, emb[:, 0], keep=False)
     logits, _ = output(p, emb[:, 0], state2[0], z, None, 0.0, False)
     return log_softmax(logits), state2, alpha
 

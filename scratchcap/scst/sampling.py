@@ -24,7 +24,7 @@ import numpy as np
 
 from ..backend import get_array_module, to_numpy
 from ..counter_random import counter_uniform
-from ..decode import repeat_rows
+from ..decode import expand_encoding, repeat_rows
 
 
 def sample_captions(model, params, features, cfg, vocab, k, key, max_length=20, temperature=1.0,
@@ -39,7 +39,7 @@ def sample_captions(model, params, features, cfg, vocab, k, key, max_length=20, 
         raise ValueError(f"sample_captions: temperature must be positive, got {temperature}")
     xp = get_array_module(features)
     enc, state = model.decode_start(params, features, cfg)
-    enc, state = repeat_rows(enc, k), repeat_rows(state, k)
+    enc, state = expand_encoding(model, enc, k), repeat_rows(state, k)
     rows = features.shape[0] * k
     rows_total = rows if rows_total is None else rows_total
     words = xp.full((rows,), vocab.start, dtype=xp.int64)

@@ -153,7 +153,7 @@ def greedy(model, params, features, cfg, vocab, max_length=20, allow_unk=False, 
 
 
 def _block_repeated_trigrams(total, history):
-    """total (N, k, V), each continuation's score: -inf for every word that would make a beam repeat one of its own
+    """total (N, k, V), each continuation's score or log-probability: -inf for every word that would make a beam repeat one of its own
     trigrams.
 
     history (N, k, t): beam (n, b) ends in words (x, y); wherever x, y stood earlier, followed by z,
@@ -170,6 +170,47 @@ def _block_repeated_trigrams(total, history):
 def length_penalty(lengths, alpha):
     """GNMT's lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al. 2016); beams are ranked by logprob / lp."""
     return ((5.0 + lengths) / 6.0) ** alpha
+
+
+def _best_continuations(lp, scores, finished, k, pad):
+    """The k best continuations of each image's beams: (their scores (N, k'), parent beam (N, k'), word (N, k')).
+
+    lp (N, width, V): each live beam's next-word log-probabilities, with what may not follow at -inf (written
+    into: a copy of the model's output). scores (N, width) float64; a finished beam continues only with
+    <pad>, at its own score. Only a beam's own k best words can be among its image's k best continuations, so
+    each live beam's k best are found in its row (k passes of argmax) and only those k·width are added to the
+    scores in float64 and ranked; the result is that of ranking all width·V (ties to the lower beam, then word).
+    """
+    N, width, V = lp.shape
+    kk = min(k, V)
+    rows = lp.reshape(N * width, V)
+    live = ~finished.reshape(-1)
+    cand = np.full((N * width, kk), pad, dtype=np.intp)
+    cand_lp = np.full((N * width, kk), -np.inf, dtype=np.float64)
+    cand_lp[~live, 0] = 0.0  # <pad> keeps a finished beam's score
+    if live.any():
+        live_rows = rows[live] if not live.all() else rows
+        best = top_k(live_rows, kk)
+        cand[live] = best
+        cand_lp[live] = np.take_along_axis(live_rows, best, axis=1)
+    total = np.add(scores[:, :, None], cand_lp.reshape(N, width, kk)).reshape(N, width * kk)
+    order = top_k(total, k)
+    src = order // kk
+    word = cand.reshape(N, width * kk)[np.arange(N)[:, None], order]
+    return np.take_along_axis(total, order, axis=1), src, word
+
+
+def _follow_parents(per_step, parents):
+    """Each final beam's own row of every step: per_step[t] (N, width_t, ...) as the step's rows produced it,
+    parents[t] (N, k) the row each beam chosen at step t came from; -> (N, k, T, ...)."""
+    N, k = parents[-1].shape
+    beam = np.broadcast_to(np.arange(k), (N, k))
+    images = np.arange(N)[:, None]
+    out = [None] * len(per_step)
+    for t in range(len(per_step) - 1, -1, -1):
+        beam = np.take_along_axis(parents[t], beam, axis=1)
+        out[t] = per_step[t][images, beam]
+    return np.stack(out, axis=2)
 
 
 def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, length_norm=False, allow_unk=False,
@@ -190,44 +231,34 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
     finished = np.zeros((N, 1), dtype=bool)
     lengths = np.zeros((N, 1), dtype=np.int64)
     history = np.zeros((N, 1, 0), dtype=np.int64)
-    att_history = None
+    alphas, parents = [], []  # each step's attention by row, and each new beam's parent row: followed at the end
     bad = bad_ending_ids(vocab) if block_bad_endings else None
     for t in range(max_length):
         if t == 1:
             enc = expand_encoding(model, enc, scores.shape[1])  # k, or fewer where the vocabulary is smaller
         logp, state, alpha = model.decode_step(params, enc, state, words)
         width = scores.shape[1]  # live rows per image: 1 at the first word, then k
-        # Each continuation's total score, in float64 in one pass; what may not follow is struck out of it.
-        total = np.add(scores[:, :, None], to_numpy(logp).reshape(N, width, -1), dtype=np.float64)
-        for token in _non_words(vocab, allow_unk):  # a finished beam's <pad> is set below
-            total[:, :, token] = -np.inf
-        V = total.shape[2]
+        lp = np.array(to_numpy(logp)).reshape(N, width, -1)  # a copy: what may not follow is struck out of it
+        for token in _non_words(vocab, allow_unk):
+            lp[:, :, token] = -np.inf
         if block_trigrams:
-            _block_repeated_trigrams(total, history)
+            _block_repeated_trigrams(lp, history)
         if bad is not None and t > 0:
-            total[np.isin(history[:, :, -1], bad), vocab.end] = -np.inf
-        # A finished beam may only continue with <pad>, at no cost, so that it keeps its score.
-        total[finished] = -np.inf
-        total[finished, vocab.pad] = scores[finished]
-        total = total.reshape(N, width * V)
-        order = top_k(total, k)
-        src, word = order // V, order % V
-        scores = np.take_along_axis(total, order, axis=1)
+            lp[np.isin(history[:, :, -1], bad), vocab.end] = -np.inf
+        scores, src, word = _best_continuations(lp, scores, finished, k, vocab.pad)
         rows = (np.arange(N)[:, None] * width + src).reshape(-1)
         prev_finished = np.take_along_axis(finished, src, axis=1)
         history = np.concatenate([np.take_along_axis(history, src[:, :, None], axis=1), word[:, :, None]], axis=2)
         lengths = np.take_along_axis(lengths, src, axis=1) + ~prev_finished
         finished = prev_finished | (word == vocab.end)
         if alpha is not None:
-            a = to_numpy(alpha).reshape(N, width, 1, -1)
-            if att_history is None:
-                att_history = np.zeros((N, width, 0, a.shape[3]), dtype=a.dtype)
-            # row b's attention belongs to beam b's past: append it, then follow each new beam to its parent
-            att_history = np.take_along_axis(np.concatenate([att_history, a], axis=2), src[:, :, None, None], axis=1)
+            alphas.append(to_numpy(alpha).reshape(N, width, -1))
+            parents.append(src)
         state = _take(state, xp.asarray(rows))
         words = xp.asarray(word.reshape(-1))
         if finished.all():
             break
+    att_history = _follow_parents(alphas, parents) if alphas else None
     final = scores / np.maximum(lengths, 1) if length_norm else scores
     if length_penalty_alpha:
         final = final / length_penalty(lengths, length_penalty_alpha)

@@ -9,6 +9,7 @@ import pytest
 
 from scratchcap import ops, threads
 from scratchcap.counter_random import counter_uniform
+from scratchcap.ops.softmax import log_softmax
 from tolerances import assert_close
 
 COUNTS = (1, 2, 3)
@@ -114,7 +115,9 @@ def test_elementwise_work_is_bit_for_bit_the_same_on_1_2_and_3_threads(split_thr
     pooled = _by_count(split_threads, lambda: ops.max_pool2d_forward(x)[0])
     uniform = _by_count(split_threads, lambda: counter_uniform(np, 12345, (5, 1000), np.float32))
     dropped = _by_count(split_threads, lambda: ops.dropout_forward(x, 0.3, np.random.default_rng(7))[0])
-    for same in (pooled, uniform, dropped):
+    logits = rng.standard_normal((7, 300)).astype(np.float32)
+    logp = _by_count(split_threads, lambda: log_softmax(logits))
+    for same in (pooled, uniform, dropped, logp):
         assert all(np.array_equal(same[0], other) for other in same[1:])
     assert pooled[0].shape == (2, 4, 3, 5)
     assert np.array_equal(pooled[0], x[:, :8, :6].reshape(2, 4, 2, 3, 2, 5).max(axis=(2, 4)))
@@ -133,13 +136,15 @@ def test_attention_vgg16_and_a_whole_decoder_step_agree_on_1_2_and_3_threads(spl
             rng.standard_normal(A).astype(np.float32)]
     dctx = rng.standard_normal((N, D)).astype(np.float32)
 
-    def attend():
+    def attend(args, dctx):
         (ctx, alpha), cache = ops.attend_forward(*args)
         return [ctx, alpha] + [g for g in ops.attend_backward((dctx, None), cache) if g is not None]
-    runs = _by_count(split_threads, attend)
-    for other in runs[1:]:
-        for a, b in zip(runs[0], other):
-            assert_close(b, a, np.float32, depth=64)
+    beams = [f, args[1], rng.standard_normal((3 * N, H)).astype(np.float32)] + args[3:]  # 3 queries per image
+    for a_args, a_dctx in ((args, dctx), (beams, rng.standard_normal((3 * N, D)).astype(np.float32))):
+        runs = _by_count(split_threads, lambda: attend(a_args, a_dctx))
+        for other in runs[1:]:
+            for a, b in zip(runs[0], other):
+                assert_close(b, a, np.float32, depth=64)
 
     layers = random_layers(3)
     attrs = dict(preprocessing="caffe", channel_order="BGR", input_scale=255.0, mean=(0, 0, 0), std=(1, 1, 1))

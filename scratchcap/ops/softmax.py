@@ -4,6 +4,7 @@ Notation: x any shape, softmax taken along ``axis`` (default the last, e.g. V or
 """
 from __future__ import annotations
 
+from .. import row_blocks
 from ..backend import get_array_module
 from . import _checks
 
@@ -17,8 +18,22 @@ def softmax(x, axis: int = -1):
 
 
 def log_softmax(x, axis: int = -1):
-    """x - logsumexp(x), computed from the shifted values for stability."""
+    """x - logsumexp(x), computed from the shifted values for stability.
+
+    Along the last axis of a matrix (a decoding step's (N, V) logits) the rows are split over the thread
+    pool in blocks; each row is computed alone, so the result does not depend on the thread count."""
     xp = get_array_module(x)
+    if x.ndim == 2 and axis in (-1, 1):
+        out = xp.empty_like(x)
+
+        def rows(s):
+            out[s] = _log_softmax(xp, x[s], -1)
+        row_blocks.run(rows, x.shape[0], xp, x.shape[1])
+        return out
+    return _log_softmax(xp, x, axis)
+
+
+def _log_softmax(xp, x, axis):
     shifted = x - x.max(axis=axis, keepdims=True)
     shifted -= xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
     return shifted

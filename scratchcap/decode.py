@@ -200,17 +200,18 @@ def _best_continuations(lp, scores, finished, k, pad):
     return np.take_along_axis(total, order, axis=1), src, word
 
 
-def _follow_parents(per_step, parents):
-    """Each final beam's own row of every step: per_step[t] (N, width_t, ...) as the step's rows produced it,
-    parents[t] (N, k) the row each beam chosen at step t came from; -> (N, k, T, ...)."""
-    N, k = parents[-1].shape
-    beam = np.broadcast_to(np.arange(k), (N, k))
-    images = np.arange(N)[:, None]
-    out = [None] * len(per_step)
-    for t in range(len(per_step) - 1, -1, -1):
-        beam = np.take_along_axis(parents[t], beam, axis=1)
-        out[t] = per_step[t][images, beam]
-    return np.stack(out, axis=2)
+def _follow_parents(steps, N, k):
+    """Each final beam's own row of every step. steps[t] = (images (n_t,): which of the N images were still
+    searched at step t, rows (n_t, width_t, ...) as the step's rows produced them, parents (n_t, k): the row
+    each beam chosen at step t came from). An image leaves the search when all its beams have finished, so
+    its beams are final from then on. -> (N, k, T, ...), zeros after an image left."""
+    out = np.zeros((N, k, len(steps)) + steps[0][1].shape[2:], dtype=steps[0][1].dtype)
+    beam = np.broadcast_to(np.arange(k), (N, k)).copy()
+    for t in range(len(steps) - 1, -1, -1):
+        images, rows, parents = steps[t]
+        beam[images] = np.take_along_axis(parents, beam[images], axis=1)
+        out[images, :, t] = rows[np.arange(len(images))[:, None], beam[images]]
+    return out
 
 
 def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, length_norm=False, allow_unk=False,
@@ -221,24 +222,30 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
     a word that would repeat a trigram of the beam's own caption; ``block_bad_endings`` forbids <end> after one
     of BAD_ENDINGS.
     """
+    if beam < 1 or max_length < 1:
+        raise ValueError(f"beam search needs beam >= 1 and max_length >= 1, got beam={beam}, max_length={max_length}")
     xp = get_array_module(features)
     N, k = features.shape[0], beam
-    enc, state = model.decode_start(params, features, cfg)
+    if N == 0:
+        return []
+    enc_images, state = model.decode_start(params, features, cfg)
     # The first word has one live beam per image (every beam would start from <start>), so it is computed once
-    # per image; from then on there are k rows of state per image, and the encoding is expanded for them.
+    # per image; from then on there are k rows of state per image, and the encoding is expanded for them. An
+    # image whose beams have all finished leaves the search (on Flickr8k about a third of the steps' rows).
+    enc = enc_images
+    images = np.arange(N)  # the images still searched, as rows of the batch
     words = xp.full((N,), vocab.start, dtype=xp.int64)
     scores = np.zeros((N, 1))
     finished = np.zeros((N, 1), dtype=bool)
     lengths = np.zeros((N, 1), dtype=np.int64)
     history = np.zeros((N, 1, 0), dtype=np.int64)
-    alphas, parents = [], []  # each step's attention by row, and each new beam's parent row: followed at the end
+    done_scores, done_lengths, done_history = {}, {}, {}  # by image, once it left the search
+    steps = []  # (images, attention by row, each new beam's parent row): each final beam's is followed at the end
     bad = bad_ending_ids(vocab) if block_bad_endings else None
     for t in range(max_length):
-        if t == 1:
-            enc = expand_encoding(model, enc, scores.shape[1])  # k, or fewer where the vocabulary is smaller
         logp, state, alpha = model.decode_step(params, enc, state, words)
-        width = scores.shape[1]  # live rows per image: 1 at the first word, then k
-        lp = np.array(to_numpy(logp)).reshape(N, width, -1)  # a copy: what may not follow is struck out of it
+        n, width = scores.shape  # images searched, and live rows per image: 1 at the first word, then k
+        lp = np.array(to_numpy(logp)).reshape(n, width, -1)  # a copy: what may not follow is struck out of it
         for token in _non_words(vocab, allow_unk):
             lp[:, :, token] = -np.inf
         if block_trigrams:
@@ -246,19 +253,35 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         if bad is not None and t > 0:
             lp[np.isin(history[:, :, -1], bad), vocab.end] = -np.inf
         scores, src, word = _best_continuations(lp, scores, finished, k, vocab.pad)
-        rows = (np.arange(N)[:, None] * width + src).reshape(-1)
+        rows = np.arange(n)[:, None] * width + src
         prev_finished = np.take_along_axis(finished, src, axis=1)
         history = np.concatenate([np.take_along_axis(history, src[:, :, None], axis=1), word[:, :, None]], axis=2)
         lengths = np.take_along_axis(lengths, src, axis=1) + ~prev_finished
         finished = prev_finished | (word == vocab.end)
         if alpha is not None:
-            alphas.append(to_numpy(alpha).reshape(N, width, -1))
-            parents.append(src)
-        state = _take(state, xp.asarray(rows))
-        words = xp.asarray(word.reshape(-1))
-        if finished.all():
+            steps.append((images, to_numpy(alpha).reshape(n, width, -1), src))
+        over = finished.all(axis=1)
+        if over.all() or t == max_length - 1:
+            over[:] = True
+        elif 8 * over.sum() < n:  # too few to be worth re-expanding the encoding: they wait, carried at their scores
+            over[:] = False
+        for i in np.nonzero(over)[0]:
+            done_scores[images[i]], done_lengths[images[i]], done_history[images[i]] = scores[i], lengths[i], history[i]
+        if over.all():
             break
-    att_history = _follow_parents(alphas, parents) if alphas else None
+        stay = ~over
+        if not stay.all():
+            images, scores, finished, lengths, history = (a[stay] for a in (images, scores, finished, lengths, history))
+            rows, word = rows[stay], word[stay]
+            enc_images = _take(enc_images, xp.asarray(np.nonzero(stay)[0]))
+        state = _take(state, xp.asarray(rows.reshape(-1)))
+        words = xp.asarray(word.reshape(-1))
+        if t == 0 or not stay.all():
+            enc = expand_encoding(model, enc_images, scores.shape[1])  # k, or fewer where the vocabulary is smaller
+    width = len(done_scores[0])  # k, or fewer where the vocabulary is smaller
+    scores = np.stack([done_scores[i] for i in range(N)])
+    lengths = np.stack([done_lengths[i] for i in range(N)])
+    att_history = _follow_parents(steps, N, width) if steps else None
     final = scores / np.maximum(lengths, 1) if length_norm else scores
     if length_penalty_alpha:
         final = final / length_penalty(lengths, length_penalty_alpha)
@@ -267,9 +290,9 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         ranked = [b for b in np.argsort(-final[n], kind="stable") if np.isfinite(scores[n, b])]
         b = ranked[0] if ranked else 0
         att = None if att_history is None else att_history[n, b]
-        res = _result(vocab, history[n, b], scores[n, b], att, has_sentinel(model))
-        res["beams"] = [dict(words=vocab.decode(history[n, r]), logprob=float(scores[n, r]), score=float(final[n, r]))
-                        for r in ranked]  # score: what ranked them (logprob, length-normalised or penalised)
+        res = _result(vocab, done_history[n][b], scores[n, b], att, has_sentinel(model))
+        res["beams"] = [dict(words=vocab.decode(done_history[n][r]), logprob=float(scores[n, r]),
+                             score=float(final[n, r])) for r in ranked]  # score: what ranked them
         results.append(res)
     return results
 

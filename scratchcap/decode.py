@@ -239,7 +239,7 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
     finished = np.zeros((N, 1), dtype=bool)
     lengths = np.zeros((N, 1), dtype=np.int64)
     history = np.zeros((N, 1, 0), dtype=np.int64)
-    done_scores, done_lengths, done_history = {}, {}, {}  # by image, once it left the search
+    done = {}  # image -> (scores, lengths, history) of its beams, once it left the search
     steps = []  # (images, attention by row, each new beam's parent row): each final beam's is followed at the end
     bad = bad_ending_ids(vocab) if block_bad_endings else None
     for t in range(max_length):
@@ -266,7 +266,7 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         elif 8 * over.sum() < n:  # too few to be worth re-expanding the encoding: they wait, carried at their scores
             over[:] = False
         for i in np.nonzero(over)[0]:
-            done_scores[images[i]], done_lengths[images[i]], done_history[images[i]] = scores[i], lengths[i], history[i]
+            done[images[i]] = scores[i], lengths[i], history[i]
         if over.all():
             break
         stay = ~over
@@ -278,10 +278,8 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         words = xp.asarray(word.reshape(-1))
         if t == 0 or not stay.all():
             enc = expand_encoding(model, enc_images, scores.shape[1])  # k, or fewer where the vocabulary is smaller
-    width = len(done_scores[0])  # k, or fewer where the vocabulary is smaller
-    scores = np.stack([done_scores[i] for i in range(N)])
-    lengths = np.stack([done_lengths[i] for i in range(N)])
-    att_history = _follow_parents(steps, N, width) if steps else None
+    scores, lengths = (np.stack([done[i][j] for i in range(N)]) for j in (0, 1))
+    att_history = _follow_parents(steps, N, scores.shape[1]) if steps else None  # k, or fewer (a tiny vocabulary)
     final = scores / np.maximum(lengths, 1) if length_norm else scores
     if length_penalty_alpha:
         final = final / length_penalty(lengths, length_penalty_alpha)
@@ -290,8 +288,9 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
         ranked = [b for b in np.argsort(-final[n], kind="stable") if np.isfinite(scores[n, b])]
         b = ranked[0] if ranked else 0
         att = None if att_history is None else att_history[n, b]
-        res = _result(vocab, done_history[n][b], scores[n, b], att, has_sentinel(model))
-        res["beams"] = [dict(words=vocab.decode(done_history[n][r]), logprob=float(scores[n, r]),
+        history = done[n][2]
+        res = _result(vocab, history[b], scores[n, b], att, has_sentinel(model))
+        res["beams"] = [dict(words=vocab.decode(history[r]), logprob=float(scores[n, r]),
                              score=float(final[n, r])) for r in ranked]  # score: what ranked them
         results.append(res)
     return results

@@ -98,6 +98,12 @@ def scale_features(features, cfg):
     return features if scale == 1.0 else features * features.dtype.type(scale)
 
 
+def shared_encoding(enc, k):
+    """expand_encoding of a decoder whose attention takes k queries per image: beam search's k rows of state
+    per image share its encoding as it is."""
+    return enc
+
+
 def encoded_start(encode, init_state, p, features, cfg):
     """decode_start of a decoder with an FC encoder: (the encoded features, the initial state), no dropout."""
     enc, _ = encode(p, scale_features(features, cfg), cfg, None, train=False)

@@ -15,8 +15,8 @@ from __future__ import annotations
 from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax
-from .common import (attention_penalty_forward, encoded_start, gate_orthogonal, glorot, scale_features, uniform,
-                     unscaled_grad, zeros)
+from .common import (attention_penalty_forward, encoded_start, gate_orthogonal, glorot, scale_features,
+                     shared_encoding, uniform, unscaled_grad, zeros)
 
 NAME = "gru-attention"
 
@@ -73,9 +73,7 @@ def decode_start(p, features, cfg):
     return encoded_start(encode, init_state, p, features, cfg)
 
 
-def expand_encoding(enc, k):
-    """Beam search's k rows per image share its encoding: the attention takes k queries per image."""
-    return enc
+expand_encoding = shared_encoding
 
 
 def decode_step(p, enc, state, words):

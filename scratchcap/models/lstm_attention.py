@@ -18,7 +18,8 @@ from .. import ops
 from ..backend import get_array_module
 from ..ops.softmax import log_softmax
 from .common import (attention_penalty_forward, gate_orthogonal, glorot, initial_state_backward,
-                     initial_state_forward, mean_grad, scale_features, uniform, unscaled_grad, zeros)
+                     initial_state_forward, mean_grad, scale_features, shared_encoding, uniform, unscaled_grad,
+                     zeros)
 
 NAME = "lstm-attention"
 
@@ -79,9 +80,7 @@ def decode_start(p, features, cfg):
     return enc, state
 
 
-def expand_encoding(enc, k):
-    """Beam search's k rows per image share its encoding: the attention takes k queries per image."""
-    return enc
+expand_encoding = shared_encoding
 
 
 def decode_step(p, enc, state, words):

@@ -145,7 +145,7 @@ def attend_backward(douts, cache, *, features_grad=True, dprojected=None, dproje
         dpre *= v
         if in_place:
             return
-        summed = dpre[:, 0] if k == 1 else dpre.sum(axis=1)  # an image's queries add up
+        summed = _sum_queries(dpre)
         if accumulate:
             dprojected[s] += summed
         else:
@@ -157,7 +157,7 @@ def attend_backward(douts, cache, *, features_grad=True, dprojected=None, dproje
     if tanh_grad is not None:
         dpre = tanh_grad(t, de[:, :, :, None], v)
         xp.sum(dpre, axis=2, out=dq3)
-        summed = dpre[:, 0] if k == 1 else dpre.sum(axis=1)
+        summed = _sum_queries(dpre)
         if accumulate:
             dprojected += summed
         else:
@@ -165,6 +165,11 @@ def attend_backward(douts, cache, *, features_grad=True, dprojected=None, dproje
     dfeatures = attend_features_grad(alpha, dcontext) if features_grad else None
     dw2, db2 = (None, None) if dprojected_query is not None else linear_weight_grads(query, dq)
     return dfeatures, dprojected, matmul(dq, w2.T), dw2, db2, dv
+
+
+def _sum_queries(d):
+    """(n, k, L, A) -> (n, L, A): an image's k queries add up (k = 1 is a view, no copy)."""
+    return d[:, 0] if d.shape[1] == 1 else d.sum(axis=1)
 
 
 def attend_features_grad(alphas, dcontexts):

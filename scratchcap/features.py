@@ -75,8 +75,22 @@ def _merge(out, shard_dir, failed, attrs, dtype):
         for shard in parts:
             if shard != out:
                 os.remove(shard)
-        if os.path.isdir(shard_dir) and not os.listdir(shard_dir):
-            os.rmdir(shard_dir)
+    # half-written shards of a killed rank (SIGKILL leaves atomic_path's temporary file behind)
+    for tmp in glob.glob(os.path.join(shard_dir, ".tmp-shard-*")):
+        os.remove(tmp)
+    if os.path.isdir(shard_dir) and not os.listdir(shard_dir):
+        os.rmdir(shard_dir)
+
+
+def _still_to_do(paths, out, shard_dir, identity):
+    """The paths that neither ``out`` nor any shard holds (as features or as a recorded failure)."""
+    done = set()
+    for part in ([out] if os.path.exists(out) else []) + sorted(glob.glob(os.path.join(shard_dir, "shard-*.h5"))):
+        with FeatureCache(part) as cache:
+            _check_identity(part, cache, identity)
+            done.update(cache.ids)
+            done.update(cache.failed)
+    return [p for p in paths if os.path.basename(p) not in done]
 
 
 def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=False, dtype="float16",
@@ -93,24 +107,13 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
     world = world or SingleProcess()
     identity = dict(weights_sha256=weights_fingerprint(model), layer=layer,
                     preprocessing=model.preprocessing, image_size=image_size, crop=int(crop), dtype=dtype)
-    done, parts = set(), []
-    if os.path.exists(out):
-        with FeatureCache(out) as cache:
-            _check_identity(out, cache, identity)
-            done.update(cache.ids)
-            done.update(cache.failed)
-        parts.append(out)
     shard_dir = _shard_dir(out)
-    for shard in sorted(glob.glob(os.path.join(shard_dir, "shard-*.h5"))):
-        with FeatureCache(shard) as cache:
-            _check_identity(shard, cache, identity)
-            done.update(cache.ids)
-            done.update(cache.failed)
-        parts.append(shard)
-
-    todo = [p for p in paths if os.path.basename(p) not in done]
-    log(f"{len(paths)} images: {len(paths) - len(todo)} already cached, {len(todo)} to compute"
-        + (f" on {world.size} ranks" if world.size > 1 else ""))
+    todo = None
+    if world.rank == 0:  # one reading of what is done: a rank that started late would see others' new shards
+        todo = _still_to_do(paths, out, shard_dir, identity)
+        log(f"{len(paths)} images: {len(paths) - len(todo)} already cached, {len(todo)} to compute"
+            + (f" on {world.size} ranks" if world.size > 1 else ""))
+    todo = world.bcast(todo)
     todo = todo[world.rank::world.size]  # dealt out: neighbouring images (similar sizes) spread over the ranks
     bar = progress_bar(len(todo), f"VGG-16 {layer}", "img", enabled=progress and bool(todo))
     feats, ids, failed = [], [], []
@@ -128,7 +131,6 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
         region = feats[0].shape[1:] if feats else grid_shape  # flushed only once some image was read
         block = np.concatenate(feats) if feats else np.zeros((0,) + region, dtype=dtype)
         write_cache(shard, block, ids, failed, attrs=attrs)
-        parts.append(shard)
         next_shard += 1
         feats, ids, failed = [], [], []
 

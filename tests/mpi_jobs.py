@@ -1,7 +1,8 @@
 """Jobs that tests/test_distributed.py runs under ``mpiexec -n N python -m mpi4py tests/mpi_jobs.py JOB ...``.
 
     features OUT WEIGHTS IMAGE... [--die-on-rank R --after K]   sharded extraction (shards of 2 images);
-                                                                 rank R dies after K batches
+                                                                 rank R dies after K batches;
+                                                                 [--late-rank R]: rank R starts 1 s late
     train-fails-on-rank R STEP ARGS...                           scratchcap.train, where rank R raises at STEP
 """
 import os
@@ -15,7 +16,11 @@ def features(argv):
     from scratchcap.features import extract
     from scratchcap.vgg16 import VGG16
 
-    die_rank, after = None, None
+    die_rank, after, late_rank = None, None, None
+    if "--late-rank" in argv:  # this rank starts a second late: the others have written shards by then
+        k = argv.index("--late-rank")
+        late_rank = int(argv[k + 1])
+        argv = argv[:k] + argv[k + 2:]
     if "--die-on-rank" in argv:
         k = argv.index("--die-on-rank")
         die_rank, after = int(argv[k + 1]), int(argv[k + 3])
@@ -32,6 +37,9 @@ def features(argv):
                 os._exit(9)  # killed: no clean-up, no message, as a lost machine would be
             return real(x, **kw)
         model.forward = forward
+    if world.rank == late_rank:
+        import time
+        time.sleep(1.0)
     extract(images, out, model, image_size=32, batch_size=2, shard_size=2, progress=False, log=lambda *_: None,
             world=world)
 

@@ -112,6 +112,7 @@ def test_an_interrupted_run_loses_nothing_and_resumes(tmp_path, model, images, m
     calls.clear()
     summary = extract(images, out, model, batch_size=2, shard_size=2, **_quiet())
     assert summary["cached"] == 9 and summary["computed"] < 9
+    assert not os.path.exists(out + ".parts")  # the half-written file went with the shards
     reference = str(tmp_path / "reference.h5")
     extract(images, reference, model, batch_size=2, **_quiet())
     with FeatureCache(out) as a, FeatureCache(reference) as b:

@@ -19,6 +19,8 @@ does not depend on the thread count.
 """
 from __future__ import annotations
 
+import numpy
+
 from . import threads
 
 BLOCK_ELEMENTS = 1 << 18  # 1 MB of float32, 2 MB of uint64: a chain's temporaries stay in a core's cache
@@ -40,3 +42,23 @@ def run(block, n: int, xp, row: int) -> None:
     if len(blocks) < threads.count() and n * row >= threads.MIN_ELEMENTS:
         blocks = threads.split(n)
     threads.parallel_for(lambda s, _: block(s), blocks, size=n * row)
+
+
+def map_rows(fn, *arrays, dtype=None):
+    """``fn(*arrays)``, computed by rows over the pool: out[s] = fn(*(a[s] for a in arrays)).
+
+    For elementwise ``fn`` of arrays that share their first axis (the result's shape is arrays[0]'s, its dtype
+    ``dtype`` or numpy.result_type(*arrays)). With one thread, on CuPy, or under MIN_ELEMENTS it is the plain
+    call, so the single-threaded path is unchanged; split or not, each element is computed by the same ufuncs.
+    """
+    first = arrays[0]
+    if not isinstance(first, numpy.ndarray) or threads.count() == 1 or first.ndim == 0 \
+            or first.size < threads.MIN_ELEMENTS or first.shape[0] < 2:
+        return fn(*arrays)
+    out = numpy.empty(first.shape, dtype=dtype or numpy.result_type(*arrays))
+
+    def block(s):
+        out[s] = fn(*(a[s] for a in arrays))
+    blocks = threads.split(first.shape[0])
+    threads.parallel_for(lambda s, _: block(s), blocks, size=first.size)
+    return out

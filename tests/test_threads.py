@@ -117,8 +117,22 @@ def test_elementwise_work_is_bit_for_bit_the_same_on_1_2_and_3_threads(split_thr
     dropped = _by_count(split_threads, lambda: ops.dropout_forward(x, 0.3, np.random.default_rng(7))[0])
     logits = rng.standard_normal((7, 300)).astype(np.float32)
     logp = _by_count(split_threads, lambda: log_softmax(logits))
-    for same in (pooled, uniform, dropped, logp):
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    relu = _by_count(split_threads, lambda: np.concatenate([
+        ops.relu_forward(x)[0], ops.relu_backward(dout, ops.relu_forward(x)[1])[0]]))
+    undropped = _by_count(split_threads, lambda: ops.dropout_backward(
+        dout, ops.dropout_forward(x, 0.3, np.random.default_rng(7))[1])[0])
+    scores = rng.standard_normal((3, 4, 50)).astype(np.float32)
+    targets, mask = rng.integers(0, 50, (3, 4)), rng.random((3, 4)) < 0.7
+
+    def xent(smoothing):
+        loss, cache = ops.temporal_cross_entropy_forward(scores, targets, mask, weights=np.arange(3.0, dtype=np.float32),
+                                                         smoothing=smoothing)
+        return np.append(ops.temporal_cross_entropy_backward(np.float32(1.5), cache)[0], loss)
+    xents = [_by_count(split_threads, lambda: xent(eps)) for eps in (0.0, 0.1)]
+    for same in (pooled, uniform, dropped, logp, relu, undropped, *xents):
         assert all(np.array_equal(same[0], other) for other in same[1:])
+        assert same[0].dtype == np.float32
     assert pooled[0].shape == (2, 4, 3, 5)
     assert np.array_equal(pooled[0], x[:, :8, :6].reshape(2, 4, 2, 3, 2, 5).max(axis=(2, 4)))
 

@@ -5,6 +5,7 @@ Each backward returns a 1-tuple (dx,) to keep one calling convention for all lay
 """
 from __future__ import annotations
 
+from .. import row_blocks
 from ..backend import get_array_module
 from . import _checks
 
@@ -13,14 +14,14 @@ def relu_forward(x):
     """out = max(x, 0). Returns (out, cache)."""
     _checks.floats("relu", x=x)
     xp = get_array_module(x)
-    out = xp.maximum(x, 0)
+    out = row_blocks.map_rows(lambda v: xp.maximum(v, 0), x)
     return out, (out,)
 
 
 def relu_backward(dout, cache):
     """Returns (dx,), with dx = dout where the output was positive, else 0."""
     (out,) = cache
-    return (dout * (out > 0),)
+    return (row_blocks.map_rows(lambda g, o: g * (o > 0), dout, out, dtype=dout.dtype),)
 
 
 def tanh_forward(x):

@@ -11,6 +11,7 @@ global state, so a seeded run is reproducible and a test can replay the mask.
 """
 from __future__ import annotations
 
+from .. import row_blocks
 from ..backend import uniform
 from . import _checks
 
@@ -22,12 +23,12 @@ def dropout_forward(x, p: float, rng, *, train: bool = True):
         raise ValueError(f"dropout: p must lie in [0, 1), got {p}")
     if not train or p == 0.0:
         return x, (None,)
-    keep = uniform(rng, x.shape, like=x) >= p
-    mask = keep * x.dtype.type(1.0 / (1.0 - p))
-    return x * mask, (mask,)
+    scale = x.dtype.type(1.0 / (1.0 - p))
+    mask = row_blocks.map_rows(lambda u: (u >= p) * scale, uniform(rng, x.shape, like=x), dtype=x.dtype)
+    return row_blocks.map_rows(lambda a, m: a * m, x, mask, dtype=x.dtype), (mask,)
 
 
 def dropout_backward(dout, cache):
     """Returns (dx,) = (dout * mask,)."""
     (mask,) = cache
-    return (dout if mask is None else dout * mask,)
+    return (dout if mask is None else row_blocks.map_rows(lambda g, m: g * m, dout, mask, dtype=dout.dtype),)

@@ -20,6 +20,7 @@ cell's elementwise work is one fused kernel each way (ops/fused.py).
 """
 from __future__ import annotations
 
+from .. import row_blocks
 from ..backend import get_array_module
 from ..threads import matmul
 from . import _checks, fused
@@ -37,11 +38,14 @@ def _cell_forward(gx, h, wh, bh):
     if cell is not None:
         r, z, n, h_next = cell(gx[:, :H], gx[:, H:2 * H], gx[:, 2 * H:], gh[:, :H], gh[:, H:2 * H], ghn, h)
         return h_next, (h, wh, r, z, n, ghn)
-    rz = sigmoid(gx[:, :2 * H] + gh[:, :2 * H])
-    r, z = rz[:, :H], rz[:, H:]
-    n = xp.tanh(gx[:, 2 * H:] + r * ghn)
-    h_next = n + z * (h - n)
-    return h_next, (h, wh, r, z, n, ghn)
+    rz, n, h_next = xp.empty((h.shape[0], 2 * H), dtype=h.dtype), xp.empty_like(h), xp.empty_like(h)
+
+    def rows(s):  # the plain cell on rows s: NumPy gives blocks of rows to the pool's threads
+        rz[s] = sigmoid(gx[s, :2 * H] + gh[s, :2 * H])
+        n[s] = xp.tanh(gx[s, 2 * H:] + rz[s, :H] * ghn[s])
+        h_next[s] = n[s] + rz[s, H:] * (h[s] - n[s])
+    row_blocks.run(rows, h.shape[0], xp, 3 * H)
+    return h_next, (h, wh, rz[:, :H], rz[:, H:], n, ghn)
 
 
 def _cell_backward(dh_next, cache, dgx=None, dgh=None):
@@ -57,12 +61,14 @@ def _cell_backward(dh_next, cache, dgx=None, dgh=None):
         cell(dh_next, h, r, z, n, ghn, dgx[:, :H], dgx[:, H:2 * H], dgx[:, 2 * H:], dgh[:, 2 * H:])
         dgh[:, :2 * H] = dgx[:, :2 * H]
     else:
-        dan = dh_next * (1 - z) * (1 - n * n)
-        dgx[:, :H] = dan * ghn * r * (1 - r)
-        dgx[:, H:2 * H] = dh_next * (h - n) * z * (1 - z)
-        dgx[:, 2 * H:] = dan
-        dgh[...] = dgx
-        dgh[:, 2 * H:] *= r
+        def rows(s):
+            dan = dh_next[s] * (1 - z[s]) * (1 - n[s] * n[s])
+            dgx[s, :H] = dan * ghn[s] * r[s] * (1 - r[s])
+            dgx[s, H:2 * H] = dh_next[s] * (h[s] - n[s]) * z[s] * (1 - z[s])
+            dgx[s, 2 * H:] = dan
+            dgh[s] = dgx[s]
+            dgh[s, 2 * H:] *= r[s]
+        row_blocks.run(rows, h.shape[0], xp, 6 * H)
     return dgx, dgh, dh_next * z + matmul(dgh, wh.T)
 
 

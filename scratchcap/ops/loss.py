@@ -22,6 +22,7 @@ sum over its tokens, <end> included. A negative weight pushes a caption down.
 """
 from __future__ import annotations
 
+from .. import row_blocks
 from ..backend import get_array_module
 from . import _checks
 from .softmax import log_softmax
@@ -48,7 +49,7 @@ def temporal_cross_entropy_forward(logits, targets, mask, *, normalizer=None, we
     _check(logits, targets, mask, weights)
     xp = get_array_module(logits)
     N, T, V = logits.shape
-    logp = log_softmax(logits, axis=-1).reshape(N * T, V)
+    logp = log_softmax(logits.reshape(N * T, V), axis=-1)  # a matrix: its rows go over the pool
     flat_t = targets.reshape(-1)
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"temporal_cross_entropy: smoothing must lie in [0, 1), got {smoothing}")
@@ -70,10 +71,14 @@ def temporal_cross_entropy_backward(dloss, cache):
     """dloss scalar -> (dlogits (N, T, V),) = (softmax - (1 - eps) onehot - eps / V) * mask * w_n / #mask * dloss."""
     logp, flat_t, weights, count, shape, smoothing = cache
     xp = get_array_module(logp)
-    dlogits = xp.exp(logp)
-    dlogits[xp.arange(flat_t.shape[0]), flat_t] -= 1 - smoothing
-    if smoothing:
-        dlogits -= smoothing / shape[-1]
     scale = xp.asarray(dloss, dtype=logp.dtype) / count
-    dlogits *= (weights * scale)[:, None]
-    return (dlogits.reshape(shape),)
+    row_scale = weights * scale
+
+    def rows(lp, t, w):  # rows of (N*T, V); alone, so that the pool can take blocks of them
+        d = xp.exp(lp)
+        d[xp.arange(d.shape[0]), t] -= 1 - smoothing
+        if smoothing:
+            d -= smoothing / shape[-1]
+        d *= w[:, None]
+        return d
+    return (row_blocks.map_rows(rows, logp, flat_t, row_scale, dtype=logp.dtype).reshape(shape),)

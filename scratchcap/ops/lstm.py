@@ -19,6 +19,7 @@ cell's elementwise work is one fused kernel each way (ops/fused.py).
 """
 from __future__ import annotations
 
+from .. import row_blocks
 from ..backend import get_array_module
 from ..threads import matmul
 from . import _checks, fused
@@ -35,13 +36,17 @@ def _cell_forward(ax, h, c, wh):
     if cell is not None:
         i, f, g, o, tc, c_next, h_next = cell(a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:], c)
         return h_next, c_next, (h, c, wh, i, f, g, o, tc)
-    ifo = sigmoid(a)
-    i, f, o = ifo[:, :H], ifo[:, H:2 * H], ifo[:, 3 * H:]
-    g = xp.tanh(a[:, 2 * H:3 * H])
-    c_next = f * c + i * g
-    tc = xp.tanh(c_next)
-    h_next = o * tc
-    return h_next, c_next, (h, c, wh, i, f, g, o, tc)
+    ifo, g = xp.empty_like(a), xp.empty_like(h)
+    c_next, tc, h_next = xp.empty_like(h), xp.empty_like(h), xp.empty_like(h)
+
+    def rows(s):  # the plain cell on rows s: NumPy gives blocks of rows to the pool's threads
+        ifo[s] = sigmoid(a[s])
+        g[s] = xp.tanh(a[s, 2 * H:3 * H])
+        c_next[s] = ifo[s, H:2 * H] * c[s] + ifo[s, :H] * g[s]
+        tc[s] = xp.tanh(c_next[s])
+        h_next[s] = ifo[s, 3 * H:] * tc[s]
+    row_blocks.run(rows, h.shape[0], xp, 6 * H)
+    return h_next, c_next, (h, c, wh, ifo[:, :H], ifo[:, H:2 * H], g, ifo[:, 3 * H:], tc)
 
 
 def _cell_backward(dh_next, dc_next, cache, da=None):
@@ -57,14 +62,19 @@ def _cell_backward(dh_next, dc_next, cache, da=None):
         cell(dh_next, xp.zeros((), dtype=c.dtype) if dc_next is None else dc_next, c, i, f, g, o, tc,
              da[:, :H], da[:, H:2 * H], da[:, 2 * H:3 * H], da[:, 3 * H:], dc)
         return da, matmul(da, wh.T), dc
-    dc_total = dh_next * o * (1 - tc * tc)
-    if dc_next is not None:
-        dc_total += dc_next
-    da[:, :H] = dc_total * g * i * (1 - i)
-    da[:, H:2 * H] = dc_total * c * f * (1 - f)
-    da[:, 2 * H:3 * H] = dc_total * i * (1 - g * g)
-    da[:, 3 * H:] = dh_next * tc * o * (1 - o)
-    return da, matmul(da, wh.T), dc_total * f
+    dc = xp.empty_like(c)
+
+    def rows(s):
+        dc_total = dh_next[s] * o[s] * (1 - tc[s] * tc[s])
+        if dc_next is not None:
+            dc_total += dc_next[s]
+        da[s, :H] = dc_total * g[s] * i[s] * (1 - i[s])
+        da[s, H:2 * H] = dc_total * c[s] * f[s] * (1 - f[s])
+        da[s, 2 * H:3 * H] = dc_total * i[s] * (1 - g[s] * g[s])
+        da[s, 3 * H:] = dh_next[s] * tc[s] * o[s] * (1 - o[s])
+        dc[s] = dc_total * f[s]
+    row_blocks.run(rows, h.shape[0], xp, 9 * H)
+    return da, matmul(da, wh.T), dc
 
 
 def _check(layer, x, h, c, wx, wh, b, seq):

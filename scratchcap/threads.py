@@ -215,3 +215,35 @@ def matmul(a, b, out=None):
     else:
         numpy.matmul(a, b, out=out)
     return out
+
+
+def sum_rows(x):
+    """``x.sum(axis=0)`` of a matrix (R, M), its rows split over the pool on NumPy: a bias's gradient.
+
+    Each thread sums its consecutive rows, and the partial sums are added in their order, so a thread count
+    always gives the same result; with one thread it is ``x.sum(axis=0)`` itself.
+    """
+    if not isinstance(x, numpy.ndarray) or x.ndim != 2 or _serial(numpy, x.size) or x.shape[0] < 2 * count():
+        return x.sum(axis=0)
+    blocks = split(x.shape[0])
+    partial = numpy.empty((len(blocks), x.shape[1]), dtype=x.dtype)
+
+    def rows(k, _):
+        x[blocks[k]].sum(axis=0, out=partial[k])
+    parallel_for(rows, range(len(blocks)), size=x.size)
+    total = partial[0].copy()
+    for p in partial[1:]:
+        total += p
+    return total
+
+
+def add_rows(x, row):
+    """``x += row`` for a matrix x (R, M) and a row (M,) (a bias), x's rows split over the pool on NumPy."""
+    if not isinstance(x, numpy.ndarray) or x.ndim != 2 or _serial(numpy, x.size) or x.shape[0] < 2:
+        x += row
+        return x
+
+    def rows(s, _):
+        x[s] += row
+    parallel_for(rows, split(x.shape[0]), size=x.size)
+    return x

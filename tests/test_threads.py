@@ -197,3 +197,18 @@ def test_the_benchmark_worker_reports_the_thread_count_it_ran_with(tmp_path):
                           capture_output=True, text=True, cwd=root, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"num_threads": 1' in proc.stdout  # OpenBLAS at one thread: the pool has the two
+
+
+def test_bias_sums_and_adds_split_by_rows(split_threads):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((37, 11)).astype(np.float32)
+    b = rng.standard_normal(11).astype(np.float32)
+    split_threads(1)
+    assert np.array_equal(threads.sum_rows(x), x.sum(axis=0))  # one thread: numpy's own sum
+    for n in COUNTS:
+        split_threads(n)
+        total = threads.sum_rows(x)
+        assert total.dtype == np.float32 and np.array_equal(total, threads.sum_rows(x))  # the same every call
+        assert_close(total, x.sum(axis=0, dtype=np.float64), np.float32, depth=37)
+        y = x.copy()
+        assert threads.add_rows(y, b) is y and np.array_equal(y, x + b)  # elementwise: bit for bit

@@ -115,7 +115,7 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True, features_grad=False):
     (dlogits,) = ops.temporal_cross_entropy_backward(1.0, ce_cache)
     do1, g["output/w2"], g["output/b2"] = ops.linear_backward(dlogits, out_cache[1])
     dhs, g["output/w1"], g["output/b1"] = ops.linear_backward(do1, out_cache[0])
-    dprojected = xp.zeros_like(projected)
+    dprojected = None  # the last step writes it, the others add to it: no 25 MB of zeros to fill and add to
     dcontexts = xp.empty((N, T, feats.shape[2]), dtype=features.dtype)
     demb = xp.empty_like(emb)
     # Per step only what the next step back needs; the weights' gradients of all steps come after the loop,
@@ -132,7 +132,7 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True, features_grad=False):
         demb[:, t] = dx[:, Dc:]
         dcontexts[:, t] = dx[:, :Dc]
         dalpha = None if dalphas is None else dalphas[:, t]
-        _, _, dq, _, _, dv = ops.attend_backward((dx[:, :Dc], dalpha), ca, features_grad=False,
+        _, dprojected, dq, _, _, dv = ops.attend_backward((dx[:, :Dc], dalpha), ca, features_grad=False,
                                                  dprojected=dprojected, dprojected_query=dqp[t])
         dh += dq
         g["attention/v"] += dv

@@ -125,7 +125,7 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True, features_grad=False):
     dzs, g["output/wz"], _ = ops.linear_backward(dsum, oc[1])
     dhs, g["output/wh"], g["output/bh"] = ops.linear_backward(dsum, oc[0])
     demb = dsum.copy()
-    dprojected = xp.zeros_like(enc[1])
+    dprojected = None  # the last step writes it, the others add to it: no 25 MB of zeros to fill and add to
     for k in ("attention/v", "gate/w", "gate/b"):
         g[k] = xp.zeros_like(p[k])
     # The LSTM's and the attention query's weight gradients of all steps come after the loop, one GEMM
@@ -149,7 +149,7 @@ def loss_and_grads(p, batch, cfg, rng=None, train=True, features_grad=False):
         dcontext = dz * beta
         if dcontexts is not None:
             dcontexts[:, t] = dcontext
-        _, _, dq, _, _, dv = ops.attend_backward((dcontext, dalpha), ca, features_grad=False,
+        _, dprojected, dq, _, _, dv = ops.attend_backward((dcontext, dalpha), ca, features_grad=False,
                                                  dprojected=dprojected, dprojected_query=dqp[t])
         dh = dh + dq + dhg
         g["attention/v"] += dv

@@ -8,7 +8,7 @@ Notation:
 """
 from __future__ import annotations
 
-from ..threads import matmul
+from ..threads import add_rows, matmul, sum_rows
 from . import _checks
 
 
@@ -22,8 +22,7 @@ def linear_forward(x, w, b):
             "x's last axis must equal w's first (D)")
     _checks.shape("linear", "b", b, (w.shape[1],), "M", "w")
     # One 2-D GEMM: a batched (N, T, D) @ (D, M) matmul is far slower in NumPy.
-    out = matmul(x.reshape(-1, w.shape[0]), w)
-    out += b
+    out = add_rows(matmul(x.reshape(-1, w.shape[0]), w), b)
     return out.reshape(x.shape[:-1] + (w.shape[1],)), (x, w)
 
 
@@ -48,4 +47,4 @@ def linear_weight_grads(x, dout):
     ones and T additions.
     """
     d2 = dout.reshape(-1, dout.shape[-1])
-    return matmul(x.reshape(-1, x.shape[-1]).T, d2), d2.sum(axis=0)
+    return matmul(x.reshape(-1, x.shape[-1]).T, d2), sum_rows(d2)

@@ -15,7 +15,8 @@ Notation:
 The step and the sequence share one cell (``_cell_forward``); the sequence
 computes x @ wx for all T steps in one GEMM before the time loop, and the
 weight gradients of all T steps in one GEMM each after it. On CuPy the
-cell's elementwise work is one fused kernel each way (ops/fused.py).
+cell's elementwise work is one fused kernel each way (ops/fused.py); on NumPy
+it runs by blocks of rows on the thread pool (scratchcap.row_blocks).
 """
 from __future__ import annotations
 

@@ -48,12 +48,13 @@ def map_rows(fn, *arrays, dtype=None):
     """``fn(*arrays)``, computed by rows over the pool: out[s] = fn(*(a[s] for a in arrays)).
 
     For elementwise ``fn`` of arrays that share their first axis (the result's shape is arrays[0]'s, its dtype
-    ``dtype`` or numpy.result_type(*arrays)). With one thread, on CuPy, or under MIN_ELEMENTS it is the plain
-    call, so the single-threaded path is unchanged; split or not, each element is computed by the same ufuncs.
+    ``dtype`` or numpy.result_type(*arrays)). With one thread, on CuPy, under MIN_ELEMENTS or inside the
+    pool it is the plain call, so the single-threaded path is unchanged; split or not, each element is
+    computed by the same ufuncs.
     """
     first = arrays[0]
-    if not isinstance(first, numpy.ndarray) or threads.count() == 1 or first.ndim == 0 \
-            or first.size < threads.MIN_ELEMENTS or first.shape[0] < 2:
+    if not isinstance(first, numpy.ndarray) or first.ndim == 0 or first.shape[0] < 2 \
+            or threads._serial(numpy, first.size):
         return fn(*arrays)
     out = numpy.empty(first.shape, dtype=dtype or numpy.result_type(*arrays))
 

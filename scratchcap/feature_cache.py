@@ -7,7 +7,10 @@ Layout:
     /failed_ids      (M,) images that could not be read ...
     /failed_reasons  (M,) ... and why
     attrs: format = "scratchcap-features", format_version, weights_sha256, layer,
-           preprocessing, image_size, crop, grid (rows, cols), dtype
+           preprocessing, image_size, crop, flip, grid (rows, cols), dtype
+
+flip = 1 marks a cache of left-right mirrored images (training augmentation);
+caches written before the attribute existed hold unmirrored images and read as 0.
 
 L = rows * cols regions (196 for block5_conv3 at 224 px) and D channels (512).
 Readers should ask for many ids at once: ``read`` sorts them and reads
@@ -23,7 +26,8 @@ from .atomic import atomic_path
 FORMAT = "scratchcap-features"
 FORMAT_VERSION = 1
 # The attributes that must agree for two caches (or a cache and a run) to mix.
-IDENTITY = ("weights_sha256", "layer", "preprocessing", "image_size", "crop", "dtype")
+IDENTITY = ("weights_sha256", "layer", "preprocessing", "image_size", "crop", "flip", "dtype")
+_ABSENT = {"flip": 0}  # what an attribute that older caches lack meant there
 
 
 class CacheError(ValueError):
@@ -139,7 +143,7 @@ class FeatureCache:
         return self.features.dtype
 
     def identity(self) -> dict:
-        return {k: self.attrs.get(k) for k in IDENTITY}
+        return {k: self.attrs.get(k, _ABSENT.get(k)) for k in IDENTITY}
 
     def __len__(self):
         return len(self.ids)

@@ -93,9 +93,12 @@ def _still_to_do(paths, out, shard_dir, identity):
     return [p for p in paths if os.path.basename(p) not in done]
 
 
-def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=False, dtype="float16",
+def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=False, flip=False, dtype="float16",
             batch_size=8, progress=True, log=print, shard_size=SHARD_SIZE, world=None):
     """Compute ``layer`` for every image path not yet in ``out``; returns a summary dict.
+
+    ``flip=True`` mirrors every image left to right first (training's --flip augmentation); the cache
+    records it (``flip`` = 1), so mirrored and unmirrored features never mix in one file.
 
     With an MPI ``world`` (scratchcap.distributed) the images still to do are dealt out over the ranks;
     each rank writes its own shard files (shard-RANK-K.h5, atomically), and rank 0 merges every shard
@@ -106,7 +109,8 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
 
     world = world or SingleProcess()
     identity = dict(weights_sha256=weights_fingerprint(model), layer=layer,
-                    preprocessing=model.preprocessing, image_size=image_size, crop=int(crop), dtype=dtype)
+                    preprocessing=model.preprocessing, image_size=image_size, crop=int(crop), flip=int(flip),
+                    dtype=dtype)
     shard_dir = _shard_dir(out)
     todo = None
     if world.rank == 0:  # one reading of what is done: a rank that started late would see others' new shards
@@ -149,6 +153,8 @@ def extract(paths, out, model, *, layer="block5_conv3", image_size=224, crop=Fal
                 log(f"skipping unreadable image {exc}")
         if images:
             x = model.preprocess(images, size=image_size, crop=crop)
+            if flip:  # after resizing: a centre crop and a squash are both symmetric, so this mirrors the input
+                x = model.xp.ascontiguousarray(x[:, :, ::-1])
             act = to_numpy(model.forward(x, layers=(layer,))[layer])
             n, rows, cols, d = act.shape
             grid_shape = (rows * cols, d)
@@ -189,6 +195,8 @@ def main(argv=None) -> int:
     parser.add_argument("--layer", default="block5_conv3", help="VGG-16 layer to cache (default block5_conv3)")
     parser.add_argument("--image-size", type=int, default=224, help="side of the square input (default 224)")
     parser.add_argument("--crop", action="store_true", help="keep the aspect ratio and centre-crop")
+    parser.add_argument("--flip", action="store_true",
+                        help="mirror each image left to right first (the features that training's --flip reads)")
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16",
                         help="storage precision (default float16)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
@@ -225,7 +233,7 @@ def main(argv=None) -> int:
         model = VGG16.load(ensure_weights(args.weights), device=device, widths=None, precision=args.precision)
         quiet = world.rank != 0
         summary = extract(paths, args.out, model, layer=args.layer, image_size=args.image_size,
-                          crop=args.crop, dtype=args.dtype, batch_size=args.batch_size,
+                          crop=args.crop, flip=args.flip, dtype=args.dtype, batch_size=args.batch_size,
                           progress=not args.no_progress and not quiet,
                           log=(lambda *_: None) if quiet else print, world=world)
     except (WeightFileError, FetchError, CacheError, DeviceUnavailableError, DistributedError, ValueError) as exc:

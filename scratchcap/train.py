@@ -34,6 +34,7 @@ from .backend import DeviceUnavailableError, add_device_argument, resolve_device
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DatasetError, Vocabulary, load_dataset, normalize
 from .data.batches import Features, encode_records, iterate_batch_indices, make_batch
+from .data.flip import FlipFeatures, epoch_examples, flipped_examples
 from .decode import decode
 from .distributed import (DistributedError, ShardRng, SingleProcess, add_distributed_argument, batch_totals,
                           get_world, make_allreducer, params_checksum, shard_bounds, stop_job)
@@ -48,7 +49,7 @@ DEFAULTS = dict(dataset="shapes", data_dir=None, model="gru-attention", embed=25
                 min_count=5, seed=0, image_size=None, layer=None, clip=5.0, lr_decay=0.5, decay_patience=2,
                 patience=5, checkpoint_every=100, keep_epochs=False, bucket=False, val_images=None,
                 shapes_images=(2000, 200, 200), dtype="float32", label_smoothing=0.0, objective="xe", scst_samples=5,
-                scst_baseline="mean", fine_tune=None, encoder_lr=None)
+                scst_baseline="mean", fine_tune=None, encoder_lr=None, flip=False)
 
 # What an --init-from checkpoint fixes: the decoder, and the data and features it was trained on.
 ARCHITECTURE = ("model", "embed", "hidden", "attention", "dropout", "lam", "feature_norm", "max_length", "min_count",
@@ -122,6 +123,11 @@ def build_parser():
                    default=d["shapes_images"], metavar="TRAIN,DEV,TEST", help="size of the generated shapes splits")
     p.add_argument("--val-images", type=int, default=d["val_images"], help="decode only the first N dev images")
     p.add_argument("--features", help="feature cache (default: <user cache>/features/<data set>-<layer>-<size>px.h5)")
+    p.add_argument("--flip", action="store_true",
+                   help="each epoch, train on half the captions' images mirrored left to right, with \"left\" and "
+                        "\"right\" exchanged (cross-entropy only; the mirrored features are cached beside --features)")
+    p.add_argument("--flip-features", metavar="CACHE",
+                   help="with --flip: the mirrored images' cache (default: --features' name with -flipped)")
     p.add_argument("--weights", default=IMAGENET,
                    help="VGG-16 weights (default: the ImageNet weights in the user cache, fetched on first use)")
     p.add_argument("--out", help="run folder (default runs/<data set>-<model>)")
@@ -182,11 +188,20 @@ def feature_cache_path(cfg):
     return os.path.join(features_dir(), f"{name}-{feature_layer(cfg)}-{cfg['image_size']}px.h5")
 
 
-def ensure_features(cfg, records, device, log=_log):
-    """Compute the features of every record that the cache lacks."""
+def flip_cache_path(cfg):
+    """The mirrored images' cache: --flip-features, else --features' path with -flipped before .h5."""
+    if cfg.get("flip_features"):
+        return cfg["flip_features"]
+    root, ext = os.path.splitext(feature_cache_path(cfg))
+    return f"{root}-flipped{ext or '.h5'}"
+
+
+def ensure_features(cfg, records, device, log=_log, flip=False):
+    """Compute the features of every record that the cache lacks (``flip``: of the mirrored images, in
+    flip_cache_path)."""
     from .feature_cache import FeatureCache
 
-    path = feature_cache_path(cfg)
+    path = flip_cache_path(cfg) if flip else feature_cache_path(cfg)
     have = set()
     if os.path.exists(path):
         with FeatureCache(path) as cache:
@@ -198,8 +213,8 @@ def ensure_features(cfg, records, device, log=_log):
         from .weights.fetch import ensure_weights
 
         model = VGG16.load(ensure_weights(cfg["weights"], log=log), device=device, widths=None)
-        log(f"caching {feature_layer(cfg)} features of {len(todo)} images in {path}")
-        extract(todo, path, model, layer=feature_layer(cfg), image_size=cfg["image_size"],
+        log(f"caching {feature_layer(cfg)} features of {len(todo)}{' mirrored' if flip else ''} images in {path}")
+        extract(todo, path, model, layer=feature_layer(cfg), image_size=cfg["image_size"], flip=flip,
                 progress=cfg["progress"], log=log)
     with FeatureCache(path) as cache:
         failed = set(cache.failed)
@@ -278,6 +293,7 @@ def _config_from_args(args, init=None):
     """A fresh run's config: the options, presets for those left out, and what an --init-from checkpoint fixes."""
     cfg = {k: getattr(args, k) for k in DEFAULTS}
     cfg["features"], cfg["weights"] = args.features, args.weights
+    cfg["flip_features"] = args.flip_features
     cfg["shapes_images"] = list(cfg["shapes_images"])
     if init is not None:
         base, given = init["config"], _given(getattr(args, "argv", None))
@@ -321,6 +337,11 @@ def _config_from_args(args, init=None):
             cfg["encoder_lr"] = cfg["lr"] / 10
     elif cfg["encoder_lr"] is not None:
         raise TrainingError("--encoder-lr is the learning rate of fine-tuned VGG-16 layers: give --fine-tune too")
+    if cfg["flip_features"] and not cfg["flip"]:
+        raise TrainingError("--flip-features names the mirrored images' cache: give --flip too")
+    if cfg["flip"] and scst:
+        raise TrainingError("--flip augments cross-entropy training; self-critical training samples its own "
+                            "captions, whose 'left' and 'right' nothing would exchange")
     if scst and cfg["scst_samples"] < (2 if cfg["scst_baseline"] == "mean" else 1):
         raise TrainingError("--scst-samples must be at least 2 with the mean baseline (1 with --scst-baseline greedy)")
     return cfg
@@ -361,9 +382,30 @@ def _open_run(args):
     return cfg, run_dir, resume, init
 
 
+def _mirrored_features(cfg, records, device, log):
+    """--flip: the train images' mirrored features, from a cache that says it holds them and otherwise agrees
+    with the plain one (weights, layer, size, preprocessing, dtype)."""
+    from .feature_cache import FeatureCache
+
+    path, failed, _ = ensure_features(cfg, records, device, log, flip=True)
+    cfg["flip_features"] = path
+    with FeatureCache(path) as mirrored, FeatureCache(cfg["features"]) as original:
+        got, plain = mirrored.identity(), original.identity()
+    diff = [f"{k}: {got[k]} vs {plain[k]}" for k in plain if k != "flip" and str(got[k]) != str(plain[k])]
+    if str(got["flip"]) != "1":
+        diff.append(f"{path} holds unmirrored images")
+    if str(plain["flip"]) != "0":
+        diff.append(f"{cfg['features']} holds mirrored images")
+    if diff:
+        raise DatasetError(f"{path} is not the mirror of {cfg['features']} ({'; '.join(diff)}); choose another "
+                           "--flip-features or delete it")
+    return Features(path, [r.image_id for r in records if r.image_id not in failed]), failed
+
+
 def _load_data(cfg, resume, device, log):
-    """(splits, vocab, features): the records, the vocabulary (a resumed or --init-from checkpoint's must match)
-    and the feature cache.
+    """(splits, vocab, features, train_features): the records, the vocabulary (a resumed or --init-from
+    checkpoint's must match), the feature cache, and what training reads (with --flip, the plain and the
+    mirrored features; otherwise the same cache).
 
     Fills in the config entries that follow from the data: the cache path, the grid, L, D, V and feature_scale.
     """
@@ -392,7 +434,12 @@ def _load_data(cfg, resume, device, log):
         train_ids = [r.image_id for r in splits["train"]]
         cfg["feature_scale"] = 1.0 / feature_rms(features, train_ids, _frozen_block(cfg)) \
             if cfg.get("feature_norm") == "rms" else 1.0
-    return splits, vocab, features
+    train_features = features
+    if cfg.get("flip"):
+        mirrored, failed = _mirrored_features(cfg, splits["train"], device, log)
+        splits["train"] = [r for r in splits["train"] if r.image_id not in failed]  # unreadable since the plain cache
+        train_features = FlipFeatures(features, mirrored)
+    return splits, vocab, features, train_features
 
 
 @functools.lru_cache(maxsize=2)
@@ -539,7 +586,8 @@ def train(args, log=_log, world=None):
     model = model_for(cfg["model"], cfg)
     if not root:
         world.barrier()  # rank 0 generates the data and caches the features first; the others wait
-    splits, vocab, features = _load_data(cfg, resume if resume is not None else init_from, device, log)
+    splits, vocab, features, train_features = _load_data(cfg, resume if resume is not None else init_from, device,
+                                                         log)
     if root:
         world.barrier()
     params, optimizer, rng, progress = _starting_state(model, cfg, resume, device, init_from)
@@ -562,6 +610,9 @@ def train(args, log=_log, world=None):
             f"baseline {cfg['scst_baseline']}, reward CIDEr-D on the train references")
     else:
         examples = encode_records(splits["train"], vocab, cfg["max_length"])
+    twins = flipped_examples(examples, vocab) if cfg.get("flip") else None
+    if twins:
+        log(f"--flip: each epoch about half the captions come from mirrored images ({cfg['flip_features']})")
     n_batches = math.ceil(len(examples) / cfg["batch_size"])
     per_epoch = f"{len(examples)} images x {cfg['scst_samples']} samples" if scst else f"{len(examples)} captions"
     log(f"{cfg['model']} on {cfg['dataset']}: {len(splits['train'])} train / {len(splits['dev'])} dev images, "
@@ -577,8 +628,9 @@ def train(args, log=_log, world=None):
                            initial=progress["batch"])
         t0, tokens, epoch_loss, seen = time.perf_counter(), 0, 0.0, 0
         sampled = dict(reward_sum=0.0, advantage_sum=0.0, samples=0, reward_seconds=0.0)
+        this_epoch = epoch_examples(examples, twins, cfg["seed"], epoch) if twins else examples
         try:
-            for b, indices in iterate_batch_indices(examples, cfg["batch_size"], cfg["seed"], epoch,
+            for b, indices in iterate_batch_indices(this_epoch, cfg["batch_size"], cfg["seed"], epoch,
                                                     cfg["bucket"] and not scst, start=progress["batch"]):
                 if scst:
                     loss, grads, stats = scst_step(model, params, examples, indices, features, cfg, rng, world,
@@ -586,8 +638,8 @@ def train(args, log=_log, world=None):
                     for key in sampled:
                         sampled[key] += stats[key]
                 else:
-                    loss, grads = train_step(model, params, examples, indices, features, cfg, rng, world, allreduce,
-                                             device)
+                    loss, grads = train_step(model, params, this_epoch, indices, train_features, cfg, rng, world,
+                                             allreduce, device)
                 if not math.isfinite(loss):
                     raise TrainingError(
                         f"the loss became {loss} at epoch {epoch + 1}, batch {b + 1} (step {progress['step'] + 1}); "
@@ -605,7 +657,7 @@ def train(args, log=_log, world=None):
                     bar.set_postfix(reward=f"{sampled['reward_sum'] / n:.3f}", adv=f"{sampled['advantage_sum'] / n:+.3f}",
                                     samples_s=f"{sampled['samples'] / (time.perf_counter() - t0):.0f}")
                 else:
-                    tokens += batch_totals(examples, indices)["tokens_total"]
+                    tokens += batch_totals(this_epoch, indices)["tokens_total"]
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
                 if cfg["checkpoint_every"] and progress["batch"] % cfg["checkpoint_every"] == 0:
                     save("checkpoint-last.h5", dict(progress, epoch=epoch))
@@ -667,7 +719,7 @@ def train(args, log=_log, world=None):
         write_json(os.path.join(run_dir, "captions-dev.json"),
                    [{"image_id": k, "caption": v} for k, v in hyps.items()], indent=0)
         _plot(run_dir, history_path, batch_losses)
-    features.close()
+    train_features.close()  # the plain cache, and with --flip the mirrored one too
     world.barrier()
     return run_dir, summary
 

@@ -175,3 +175,16 @@ def test_flip_refuses_what_it_cannot_do(workspace, capsys):
     assert train_module.main(_args(root, weights, root / "self", "--flip", "--flip-features",
                                    str(root / "cache.h5"))) == 2
     assert "holds unmirrored images" in capsys.readouterr().err
+
+
+def test_the_features_command_line_takes_flip(tmp_path):
+    from scratchcap.features import main as features_main
+
+    weights = tmp_path / "tiny.h5"
+    save_weights(weights, random_layers(5), preprocessing="caffe", source="test", widths=TINY_WIDTHS)
+    Image.new("RGB", (30, 20), (10, 200, 30)).save(tmp_path / "a.png")
+    out = tmp_path / "mirrored.h5"
+    assert features_main([str(tmp_path / "a.png"), "--out", str(out), "--weights", str(weights), "--image-size", "32",
+                          "--flip", "--no-progress", "--device", "cpu"]) == 0
+    with FeatureCache(out) as cache:
+        assert cache.identity()["flip"] == 1 and cache.ids == ["a.png"]

@@ -219,6 +219,10 @@ def ensure_features(cfg, records, device, log=_log, flip=False):
     with FeatureCache(path) as cache:
         failed = set(cache.failed)
         grid = [int(v) for v in cache.attrs.get("grid", [0, 0])]
+        mirrored = str(cache.identity()["flip"]) == "1"
+    if mirrored != flip:  # a complete cache is never checked by extract: a mirrored one must not pass for plain
+        raise DatasetError(f"{path} holds {'un' if flip else ''}mirrored images; choose another "
+                           f"{'--flip-features' if flip else '--features'} or delete it")
     return path, failed, grid
 
 
@@ -392,11 +396,7 @@ def _mirrored_features(cfg, records, device, log):
     with FeatureCache(path) as mirrored, FeatureCache(cfg["features"]) as original:
         got, plain = mirrored.identity(), original.identity()
     diff = [f"{k}: {got[k]} vs {plain[k]}" for k in plain if k != "flip" and str(got[k]) != str(plain[k])]
-    if str(got["flip"]) != "1":
-        diff.append(f"{path} holds unmirrored images")
-    if str(plain["flip"]) != "0":
-        diff.append(f"{cfg['features']} holds mirrored images")
-    if diff:
+    if diff:  # ensure_features has checked each cache's flip
         raise DatasetError(f"{path} is not the mirror of {cfg['features']} ({'; '.join(diff)}); choose another "
                            "--flip-features or delete it")
     return Features(path, [r.image_id for r in records if r.image_id not in failed]), failed

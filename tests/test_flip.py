@@ -188,3 +188,12 @@ def test_the_features_command_line_takes_flip(tmp_path):
                           "--flip", "--no-progress", "--device", "cpu"]) == 0
     with FeatureCache(out) as cache:
         assert cache.identity()["flip"] == 1 and cache.ids == ["a.png"]
+
+
+def test_a_mirrored_cache_is_refused_as_the_plain_features(workspace, capsys):
+    root, weights = workspace
+    assert train_module.main(_args(root, weights, root / "flip-once", "--flip", "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert train_module.main(_args(root, weights, root / "wrong", "--epochs", "1", "--features",
+                                   str(root / "cache-flipped.h5"))) == 2
+    assert "flip: 1 vs 0" in capsys.readouterr().err  # its dev images are missing: extract refuses to add them

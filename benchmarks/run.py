@@ -5,7 +5,11 @@ device, with identical inputs. Each library runs in its own process with the
 same pinned thread count, the libraries alternating round by round: a round
 starts one worker process per library (and per variant, below) that times all
 of the round's cases in turn, so a process start, seconds with a CUDA context,
-is paid once per round rather than once per case. The report gives medians and
+is paid once per round rather than once per case. With --threads-sweep a
+worker times every count, each case's calls alternating between them: a
+speed-up compares calls made side by side, not processes a minute apart on a
+machine whose speed drifts (PyTorch's one-thread beam 3 took 179, 287 and 258
+ms in three runs within an hour on the shared Xeon). The report gives medians and
 the ratios NumPy/PyTorch-CPU, CuPy/PyTorch-CUDA and the GPU speed-up over the
 CPU. PyTorch is optional: its columns stay empty without it.
 
@@ -45,21 +49,23 @@ REFERENCE = {"numpy": "torch", "cupy": "torch-cuda"}
 
 
 def run_worker(lib, jobs, threads, env_change, small=False, repeats=3):
-    """Time ``jobs`` (dicts of a case and its options) in one worker process for ``lib``.
+    """Time ``jobs`` (dicts of a case and its options) in one worker process for ``lib``, at ``threads``: a
+    count, or a list of counts between which each case's calls alternate.
 
     Returns [(job, result)] in the order given; a result holds "times", or "error" for a case that failed,
     or whose line never came because the process died.
     """
     env = dict(os.environ)
+    counts = threads if isinstance(threads, list) else [threads]
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
+        env[var] = str(max(counts))
     for k, v in env_change.items():
         if v is None:
             env.pop(k, None)
         else:
             env[k] = v
     cmd = [sys.executable, os.path.join(HERE, "worker.py"), "--lib", lib, "--jobs", json.dumps(jobs),
-           "--threads", str(threads), "--repeats", str(repeats)] + (["--small"] if small else [])
+           "--threads", ",".join(map(str, counts)), "--repeats", str(repeats)] + (["--small"] if small else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith('{"job"')]
     out = []
@@ -170,25 +176,30 @@ def main(argv=None):
                 torch=_version("torch"), cupy=_version("cupy"), gpu={}, blas={}, small=args.small,
                 missing=missing, failed=[], complete=False)
     times, flops = {}, {}  # (case, params as JSON, library label, threads) -> seconds; (case, params) -> flops
-    for _ in range(rounds):  # alternate: each thread count, and within it numpy (each variant), torch, cupy, ...
-        for n in counts:
-            for lib in libs:
-                for label, change, jobs in groups(lib, cases, variants):
-                    key = f"{lib} {label}".strip()
-                    for job, r in run_worker(lib, jobs, n, change, args.small, repeats=repeats):
-                        case, kw = job["case"], {k: v for k, v in job.items() if k != "case"}
-                        if "error" in r:  # one broken case or library must not cost the others their numbers
-                            print(f"FAILED {key} {case} {kw or ''}: {r['error']}", file=sys.stderr)
-                            info["failed"].append(dict(case=case, params=kw, library=key, threads=n,
-                                                       error=r["error"]))
-                            continue
-                        times.setdefault((case, json.dumps(kw), key, n), []).extend(r["times"])
-                        flops[case, json.dumps(kw)] = r["flops"]
-                        info["blas"][f"{key} ({n} threads)"] = r["blas"]
-                        info["gpu"].update(r.get("gpu") or {})
-                    results = summarize(cases, times, flops, counts)
-                    if args.json:  # after every process, so that a run cut short keeps what it measured
-                        write_json(args.json, dict(info=info, results=results), indent=1)
+    # A sweep's counts share each worker process, its calls alternating between them (worker.alternate_calls),
+    # so that each library's speed-up compares calls made side by side; the rounds alternate the libraries.
+    for _ in range(rounds):
+        for lib in libs:
+            for label, change, jobs in groups(lib, cases, variants):
+                key = f"{lib} {label}".strip()
+                for job, r in run_worker(lib, jobs, counts if len(counts) > 1 else counts[0], change, args.small,
+                                         repeats=repeats):
+                    case, kw = job["case"], {k: v for k, v in job.items() if k != "case"}
+                    if "error" in r:  # one broken case or library must not cost the others their numbers
+                        print(f"FAILED {key} {case} {kw or ''}: {r['error']}", file=sys.stderr)
+                        info["failed"].append(dict(case=case, params=kw, library=key, threads=counts,
+                                                   error=r["error"]))
+                        continue
+                    by_count = r.get("times_by_threads") or {str(counts[0]): r["times"]}
+                    blas = r.get("blas_by_threads") or {str(counts[0]): r["blas"]}
+                    for n in counts:
+                        times.setdefault((case, json.dumps(kw), key, n), []).extend(by_count[str(n)])
+                        info["blas"][f"{key} ({n} threads)"] = blas[str(n)]
+                    flops[case, json.dumps(kw)] = r["flops"]
+                    info["gpu"].update(r.get("gpu") or {})
+                results = summarize(cases, times, flops, counts)
+                if args.json:  # after every process, so that a run cut short keeps what it measured
+                    write_json(args.json, dict(info=info, results=results), indent=1)
     results = summarize(cases, times, flops, counts)
     info["complete"] = True
     _print(info, results)

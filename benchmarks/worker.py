@@ -1,7 +1,7 @@
 """Benchmark cases for one library, in its own process; prints one JSON line of timings per case.
 
     python benchmarks/worker.py --lib numpy|cupy|torch|torch-cuda --case CASE [--batch N] [--repeats R]
-                                [--threads T] [--small]
+                                [--threads T[,T...]] [--small]
     python benchmarks/worker.py --lib LIB --jobs '[{"case": "gemm"}, {"case": "vgg16", "batch": 16}]' ...
 
 run.py starts this once per (library, variant, round) with all of that round's
@@ -9,6 +9,10 @@ cases as --jobs, so that two libraries' thread pools never share a process and
 a process start (seconds with a CUDA context) is paid once per round, not once
 per case; it alternates the libraries between rounds. A case that fails prints
 an "error" line instead of timings, and the next case runs (exit status 1).
+With several thread counts (--threads 1,2) each case's calls alternate between
+them (1, 2, 2, 1, 1, 2, ...), so that a machine that slows down or speeds up
+for a while slows every count alike and the speed-ups compare calls made
+side by side; the line then holds "times" for each count.
 numpy and cupy run the same scratchcap code (the array module comes from the
 inputs); torch and torch-cuda run the same maths with PyTorch as the reference.
 Every library gets identical inputs, drawn from NumPy with a fixed seed.
@@ -90,6 +94,26 @@ def time_calls(fn, repeats, sync, warmup=1):
         sync()
         times.append(time.perf_counter() - t)
     return times
+
+
+def alternate_calls(fn, repeats, sync, counts, use_threads):
+    """({count: [seconds]}, {count: BLAS as it ran}): ``repeats`` calls at each thread count, the counts' order
+    reversed every repeat (1, 2, 2, 1, ...), each count warmed up by one call first."""
+    blas = {}
+    for n in counts:
+        use_threads(n)
+        fn()
+        blas[n] = blas_info()
+    sync()
+    times = {n: [] for n in counts}
+    for r in range(repeats):
+        for n in (counts if r % 2 == 0 else counts[::-1]):
+            use_threads(n)
+            t = time.perf_counter()
+            fn()
+            sync()
+            times[n].append(time.perf_counter() - t)
+    return times, blas
 
 
 def inputs(case, s):
@@ -217,7 +241,9 @@ def scratch_case(xp, args, s):
         caps = i["captions"]
         batch = dict(features=i["features"], captions=caps, mask=caps[:, 1:] != 0)
         rng = np.random.default_rng(1)
-        return lambda: gru_attention.loss_and_grads(p, batch, cfg, rng), 0
+        # the step train.py runs: on NumPy with several threads, each thread takes its rows of the batch
+        from scratchcap import thread_shards
+        return lambda: thread_shards.loss_and_grads(gru_attention, p, batch, cfg, rng), 0
     if case == "beam":
         from scratchcap.data import Vocabulary
         from scratchcap.decode import beam_search
@@ -410,7 +436,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--jobs", help='a JSON list of cases to time in turn: [{"case": CASE, "batch": N}, ...]')
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", default="2", help="a thread count, or several (1,2): each case's calls alternate")
     p.add_argument("--small", action="store_true", help="tiny shapes: a smoke test, not a measurement")
     p.add_argument("--weights", default=default_weights_path(),
                    help="VGG-16 weights (default: the user cache's; random ones where missing)")
@@ -418,12 +444,20 @@ def main(argv=None):
     if (args.case is None) == (args.jobs is None):
         p.error("give one of --case and --jobs")
     jobs = json.loads(args.jobs) if args.jobs else [dict(case=args.case, batch=args.batch)]
+    try:
+        counts = [int(n) for n in str(args.threads).split(",")]
+    except ValueError:
+        p.error(f"--threads takes a count or counts separated by commas, got {args.threads!r}")
+    args.threads = counts[0]
     s = SMALL if args.small else FULL
     if args.lib in ("numpy", "cupy"):
         from scratchcap.memory import keep_freed_memory
         from scratchcap.threads import set_threads
         keep_freed_memory()  # as the scratchcap commands do
         set_threads(args.threads)  # as --threads does: the pool's size, OpenBLAS at one thread
+
+        def use_threads(n):
+            set_threads(n, explicit=True)
         if args.lib == "cupy":
             import cupy as xp
             sync = xp.cuda.Device().synchronize
@@ -435,6 +469,7 @@ def main(argv=None):
     else:
         import torch
         sync = torch.cuda.synchronize if args.lib == "torch-cuda" else (lambda: None)
+        use_threads = torch.set_num_threads
     failed = 0
     for job in jobs:
         line = {"job": job}
@@ -446,8 +481,12 @@ def main(argv=None):
                 work, flops = scratch_case(xp, spec, s)
             else:
                 work, flops = torch_case(spec, s, "cuda" if args.lib == "torch-cuda" else "cpu")
-            line.update(times=time_calls(work, args.repeats, sync), flops=flops, blas=blas_info(),
-                        gpu=gpu_info(args.lib))
+            if len(counts) == 1:
+                line.update(times=time_calls(work, args.repeats, sync), blas=blas_info())
+            else:
+                times, blas = alternate_calls(work, args.repeats, sync, counts, use_threads)
+                line.update(times_by_threads=times, blas_by_threads=blas)
+            line.update(flops=flops, gpu=gpu_info(args.lib))
         except Exception:  # one case's failure must not cost the others their numbers
             failed += 1
             line["error"] = traceback.format_exc()[-2000:]

@@ -22,6 +22,11 @@ on (``os.sched_getaffinity``). ``n = 1`` runs everything in the calling thread,
 as scratchcap did before the pool. CuPy arrays are never split: on a GPU each
 operator is already one kernel over the whole array.
 
+Where a batch has enough rows for every thread, decoding (decode.image_groups) and the
+training step (thread_shards) give each thread its own images or captions to run start to end
+instead, every operator unsplit inside: a decoder step's operators are too small for the
+hand-off (a thread's wake-up, and the GIL between its small ufuncs) to pay.
+
 Splitting changes no elementwise result: each piece computes its own rows with
 the same operations. GEMMs split by output rows, whose each element is still one
 dot product of the same length, agree to float rounding (tests/test_threads.py).
@@ -37,7 +42,9 @@ import numpy
 
 ENV = "SCRATCHCAP_NUM_THREADS"
 # Below these sizes a piece of work costs less than handing it to a thread (tens of microseconds).
-MIN_ELEMENTS = 1 << 16        # elementwise: elements per call
+# MIN_ELEMENTS: on the 2-core Xeon a GRU cell's (48, 1536) gates split over 2 threads took twice their one-thread
+# time (each thread's ufuncs on 12k elements wait for the GIL between them), so a call needs 64k per thread.
+MIN_ELEMENTS = 1 << 17        # elementwise: elements per call
 MIN_GEMM_FLOPS = 1 << 22      # GEMM: 2*M*N*K
 MIN_GEMM_ROWS = 4             # output rows per thread when a GEMM is split by rows
 MIN_GEMM_COLUMNS = 64         # output columns per thread when it is split by columns
@@ -132,8 +139,13 @@ def share_cores(local_ranks: int) -> int:
     return set_threads(max(1, available_cores() // max(1, local_ranks)))
 
 
+def in_pool() -> bool:
+    """Whether this thread is running a piece of ``parallel_for`` (where nothing splits again)."""
+    return bool(getattr(_local, "inside", False))
+
+
 def _serial(xp, size) -> bool:
-    return (xp is not numpy or size < MIN_ELEMENTS or getattr(_local, "inside", False) or count() == 1)
+    return xp is not numpy or size < MIN_ELEMENTS or in_pool() or count() == 1
 
 
 def parallel_for(fn, items, xp=numpy, size=None) -> None:
@@ -189,7 +201,7 @@ def matmul(a, b, out=None):
     if not (isinstance(a, numpy.ndarray) and isinstance(b, numpy.ndarray)):  # CuPy: one kernel already
         from .backend import get_array_module  # here: backend's own imports reach this module
         return get_array_module(a, b).matmul(a, b, out=out)
-    if a.ndim < 2 or b.ndim < 2 or getattr(_local, "inside", False) or count() == 1:
+    if a.ndim < 2 or b.ndim < 2 or in_pool() or count() == 1:
         return numpy.matmul(a, b, out=out)
     M, K = a.shape[-2:]
     F = b.shape[-1]

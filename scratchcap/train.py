@@ -29,6 +29,7 @@ import traceback
 
 import numpy as np
 
+from . import thread_shards
 from .atomic import atomic_path, write_json
 from .backend import DeviceUnavailableError, add_device_argument, resolve_device, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -530,7 +531,7 @@ def train_step(model, params, examples, indices, features, cfg, rng, world, allr
     batch["features"] = batch["features"].astype(cfg.get("dtype", "float32"), copy=False)
     batch = {k: (to_device(v, device) if k != "image_ids" else v) for k, v in batch.items()}
     batch.update(batch_totals(examples, indices))
-    loss, grads, _ = model.loss_and_grads(params, batch, cfg, ShardRng(rng, lo), train=True)
+    loss, grads, _ = thread_shards.loss_and_grads(model, params, batch, cfg, ShardRng(rng, lo), train=True)
     if hi == lo:
         loss, grads = 0.0, {k: v * 0 for k, v in grads.items()}
     grads, (loss,) = allreduce(grads, float(loss))

@@ -78,7 +78,8 @@ def test_one_process_per_library_and_round_a_failing_case_keeps_the_others_and_j
     assert not [p for p in os.listdir(tmp_path) if p != "bench.json"]  # no temporary file left
 
 
-def test_threads_sweep_times_each_count_in_turn_and_reports_each_librarys_speed_up(tmp_path, monkeypatch):
+def test_threads_sweep_times_every_count_in_one_process_per_library_and_reports_each_speed_up(tmp_path,
+                                                                                                monkeypatch):
     sys.path.insert(0, os.path.dirname(RUN))
     import run
 
@@ -88,23 +89,38 @@ def test_threads_sweep_times_each_count_in_turn_and_reports_each_librarys_speed_
 
     def fake_worker(lib, jobs, threads, env_change, small=False, repeats=3):
         calls.append((lib, threads))
-        return [(j, dict(times=[seconds[lib, threads]], blas=[], flops=None)) for j in jobs]
+        return [(j, dict(times_by_threads={str(n): [seconds[lib, n]] for n in threads},
+                         blas_by_threads={str(n): [] for n in threads}, flops=None)) for j in jobs]
 
     monkeypatch.setattr(run, "run_worker", fake_worker)
     monkeypatch.setattr(run, "available_libs", lambda device: (["numpy", "torch"], {}))
     out = tmp_path / "sweep.json"
-    run.main(["--cases", "decoder", "--rounds", "1", "--quick", "--threads-sweep", "1,2", "--json", str(out)])
-    assert calls == [("numpy", 1), ("torch", 1), ("numpy", 2), ("torch", 2)]
+    run.main(["--cases", "decoder", "--rounds", "2", "--quick", "--threads-sweep", "1,2", "--json", str(out)])
+    assert calls == [("numpy", [1, 2]), ("torch", [1, 2])] * 2
     data = json.load(open(out))
     assert data["info"]["threads"] == [1, 2]
     rows = {(r["library"], r["threads"]): r for r in data["results"]}
-    assert rows["numpy", 2]["thread_speedup"] == pytest.approx(2.0)
+    assert rows["numpy", 2]["thread_speedup"] == pytest.approx(2.0) and rows["numpy", 2]["runs"] == 2
     assert rows["torch", 2]["thread_speedup"] == pytest.approx(1.5)
     assert rows["numpy", 1]["thread_speedup"] is None
     assert rows["numpy", 1]["time_vs_reference"] == pytest.approx(0.8 / 0.6)  # against torch at 1 thread
     assert rows["numpy", 2]["time_vs_reference"] == pytest.approx(1.0)       # ... and at 2
     with pytest.raises(SystemExit):
         run.main(["--threads-sweep", "1,two"])
+
+
+def test_a_worker_alternates_its_calls_between_the_thread_counts():
+    sys.path.insert(0, os.path.dirname(RUN))
+    import worker
+
+    seen, now = [], {"n": None}
+
+    def use(n):
+        now["n"] = n
+
+    times, blas = worker.alternate_calls(lambda: seen.append(now["n"]), 3, lambda: None, [1, 2], use)
+    assert seen == [1, 2] + [1, 2, 2, 1, 1, 2]  # a warm-up at each count, then the order reversed every repeat
+    assert sorted(times) == [1, 2] and all(len(t) == 3 for t in times.values()) and sorted(blas) == [1, 2]
 
 
 def test_variants_get_their_own_process_with_only_the_cases_they_apply_to():

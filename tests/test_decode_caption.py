@@ -179,6 +179,52 @@ def test_beam_search_equals_the_plain_search_one_hypothesis_at_a_time(name):
     assert len(lengths) > 2 and max(lengths) == 6  # images leave the search at different steps, some never
 
 
+class _Recording:
+    """A model module whose decode_start records how many images each call got (from any thread)."""
+
+    def __init__(self, model):
+        self.model, self.batches = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def decode_start(self, params, features, cfg):
+        self.batches.append(features.shape[0])
+        return self.model.decode_start(params, features, cfg)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_on_threads_each_searches_its_own_images_and_finds_the_same_captions(name, split_threads, monkeypatch):
+    """With n threads and IMAGES_PER_THREAD images for each, greedy and beam search give every thread its own
+    consecutive images to decode start to end; the captions, log-probabilities, beams and attention are those of
+    one thread. Fewer images: one search, its operators split."""
+    import scratchcap.decode as decoding
+
+    monkeypatch.setattr(decoding, "IMAGES_PER_THREAD", 3)
+    scale, end_shift = _LENGTHS_VARY[name]
+    p, cfg = _params(name, scale=scale)
+    p[_END_BIAS.get(name, "output/b")][VOCAB.end] += end_shift
+    feats = np.random.default_rng(5).standard_normal((10, 3, 6))
+    runs = {}
+    for n in (1, 2, 3):
+        split_threads(n)
+        model = _Recording(MODELS[name])
+        runs[n] = (greedy(model, p, feats, cfg, VOCAB, 6), beam_search(model, p, feats, cfg, VOCAB, beam=3,
+                                                                          max_length=6), model.batches)
+        few = _Recording(MODELS[name])
+        greedy(few, p, feats[:3 * n - 1], cfg, VOCAB, 6)
+        assert few.batches == [3 * n - 1]
+    assert runs[1][2] == [10, 10] and sorted(runs[2][2]) == [5, 5] * 2 and sorted(runs[3][2]) == [3, 3, 3, 3, 4, 4]
+    for n in (2, 3):
+        for got, want in zip(runs[n][:2], runs[1][:2]):
+            assert [r["words"] for r in got] == [r["words"] for r in want]
+            assert [r.get("beams") for r in got] == [r.get("beams") for r in want]
+            np.testing.assert_allclose([r["logprob"] for r in got], [r["logprob"] for r in want], rtol=1e-12)
+            for a, b in zip(got, want):
+                if "alphas" in b:
+                    np.testing.assert_allclose(a["alphas"], b["alphas"], rtol=1e-12)
+
+
 def first_word_model(probs, vocab=VOCAB):
     """A next-word table: at the first step {token id: probability} (every other token e^-30); then <end>."""
     from scratchcap.backend import get_array_module

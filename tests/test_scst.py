@@ -113,6 +113,36 @@ def test_samples_stop_at_end_are_seeded_and_a_shard_draws_its_rows_of_the_whole_
         assert (host[0] == ids).all()
 
 
+def test_on_threads_each_draws_its_images_rows_of_the_whole_draw(split_threads, monkeypatch):
+    import scratchcap.decode as decoding
+
+    monkeypatch.setattr(decoding, "IMAGES_PER_THREAD", 2)
+    params, cfg = _model(scale=2.0)
+    params["output/b2"][VOCAB.end] += 4.0
+    features = np.random.default_rng(4).standard_normal((7, 3, 6))
+    model, batches = MODELS["gru-attention"], []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def decode_start(self, p, f, c):
+            batches.append(f.shape[0])
+            return model.decode_start(p, f, c)
+
+    split_threads(1)
+    want = sample_captions(Recording(), params, features, cfg, VOCAB, 5, key=11, max_length=6, row_offset=5,
+                           rows_total=60)
+    for n, groups in ((2, [3, 4]), (3, [2, 2, 3])):
+        split_threads(n)
+        batches.clear()
+        got = sample_captions(Recording(), params, features, cfg, VOCAB, 5, key=11, max_length=6, row_offset=5,
+                              rows_total=60)
+        assert sorted(batches) == groups
+        assert all((a == b).all() for a, b in zip(got, want))
+    assert want[2].any() and not want[2].all()
+
+
 def test_the_gradients_likelihood_is_the_samplers():
     """log p of each sample from the teacher-forced pass (weights one-hot) equals the sampler's own chain."""
     model = MODELS["lstm-attention"]

@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from .. import thread_shards
 from ..backend import get_array_module
 from ..data.vocab import END
 from ..decode import greedy
@@ -85,8 +86,8 @@ def scst_loss_and_grads(model, params, features, image_ids, cfg, vocab, reward, 
         seconds += time.perf_counter() - t0
     adv, _ = advantages(rewards, k, baseline, greedy_rewards)
     batch = sampled_batch(features, ids, lengths, vocab, k, adv, samples_total)
-    loss, grads, _ = model.loss_and_grads(params, batch, dict(cfg, dropout=0.0, **{"lambda": 0.0}), None,
-                                          train=False)
+    loss, grads, _ = thread_shards.loss_and_grads(model, params, batch, dict(cfg, dropout=0.0, **{"lambda": 0.0}),
+                                                  None, train=False)
     stats = dict(reward_sum=float(rewards.sum()), advantage_sum=float(adv.sum()), samples=len(rewards),
                  reward_seconds=seconds, ids=ids, lengths=lengths, rewards=rewards)
     return float(loss), grads, stats

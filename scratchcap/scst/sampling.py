@@ -16,15 +16,17 @@ non-words, printed as the fragment "a boy is playing on a".
 
 The uniforms come from one 64-bit key and each row's global position (scratchcap.counter_random),
 so a data-parallel rank that holds rows row_offset.. of a batch draws exactly those rows of the
-one-process draw, and NumPy and CuPy draw the same numbers.
+one-process draw, and NumPy and CuPy draw the same numbers. The pool's threads take the images
+the same way where there are enough of them (decode.image_groups), each drawing its rows.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import threads
 from ..backend import get_array_module, to_numpy
 from ..counter_random import counter_uniform
-from ..decode import expand_encoding, repeat_rows
+from ..decode import expand_encoding, image_groups, repeat_rows
 
 
 def sample_captions(model, params, features, cfg, vocab, k, key, max_length=20, temperature=1.0,
@@ -37,11 +39,21 @@ def sample_captions(model, params, features, cfg, vocab, k, key, max_length=20, 
         raise ValueError(f"sample_captions: k must be at least 1, got {k}")
     if not temperature > 0:
         raise ValueError(f"sample_captions: temperature must be positive, got {temperature}")
+    rows = features.shape[0] * k
+    rows_total = rows if rows_total is None else rows_total
+    groups = image_groups(features)
+    if groups is not None:  # each pool thread draws its images' rows of the whole draw, as a rank would
+        parts = [None] * len(groups)
+
+        def piece(g, _):
+            s = groups[g]
+            parts[g] = sample_captions(model, params, features[s], cfg, vocab, k, key, max_length, temperature,
+                                       row_offset + s.start * k, rows_total)
+        threads.parallel_for(piece, range(len(groups)))
+        return tuple(np.concatenate([part[i] for part in parts]) for i in range(3))
     xp = get_array_module(features)
     enc, state = model.decode_start(params, features, cfg)
     enc, state = expand_encoding(model, enc, k), repeat_rows(state, k)
-    rows = features.shape[0] * k
-    rows_total = rows if rows_total is None else rows_total
     words = xp.full((rows,), vocab.start, dtype=xp.int64)
     ids = np.full((rows, max_length), vocab.pad, dtype=np.int64)
     done = np.zeros(rows, dtype=bool)

@@ -49,7 +49,7 @@ MIN_GEMM_FLOPS = 1 << 22      # GEMM: 2*M*N*K
 MIN_GEMM_ROWS = 4             # output rows per thread when a GEMM is split by rows
 MIN_GEMM_COLUMNS = 64         # output columns per thread when it is split by columns
 
-_state = {"n": None, "pool": None, "blas": None, "explicit": False}
+_state = {"n": None, "pool": None, "workers": 0, "blas": None, "explicit": False}
 _lock = threading.Lock()
 _local = threading.local()
 
@@ -89,9 +89,14 @@ def set_threads(n=None, explicit: bool = False) -> int:
         _state["explicit"] = _state["explicit"] or explicit
         if _state["n"] == value and _state["blas"] is not None:
             return value
-        old = _state["pool"]
-        _state["pool"] = ThreadPoolExecutor(max_workers=value - 1, thread_name_prefix="scratchcap") \
-            if value > 1 else None
+        old = None
+        # A smaller count keeps the pool's threads (parallel_for hands work to value - 1 of them): a thread made
+        # anew starts with a cold malloc arena, and its first training step page-faults in its activations (a
+        # 64-caption step took 773 ms right after the pool was remade, 678 ms on a pool kept).
+        if value - 1 > _state["workers"]:
+            old = _state["pool"]
+            _state["pool"] = ThreadPoolExecutor(max_workers=value - 1, thread_name_prefix="scratchcap")
+            _state["workers"] = value - 1
         _state["n"] = value
         _state["blas"] = _limit_blas()
     if old is not None:

@@ -119,7 +119,7 @@ def test_a_worker_alternates_its_calls_between_the_thread_counts():
         now["n"] = n
 
     times, blas = worker.alternate_calls(lambda: seen.append(now["n"]), 3, lambda: None, [1, 2], use)
-    assert seen == [1, 2] + [1, 2, 2, 1, 1, 2]  # a warm-up at each count, then the order reversed every repeat
+    assert seen == [1, 1, 2, 2, 2, 2, 1, 1, 1, 1, 2, 2]  # the order reversed every repeat, a warm-up at each switch
     assert sorted(times) == [1, 2] and all(len(t) == 3 for t in times.values()) and sorted(blas) == [1, 2]
 
 

@@ -131,6 +131,8 @@ def main(argv=None):
     add_ensemble_argument(p)
     add_device_argument(p)
     args = p.parse_args(argv)
+    from .memory import keep_freed_memory
+    keep_freed_memory()  # decoding's pool threads allocate too (scratchcap.memory)
     try:
         device = resolve_device(args.device)
         if args.compare:

@@ -1,4 +1,6 @@
 import argparse
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -61,7 +63,7 @@ def test_scatter_add_accumulates_repeats(xp):
     np.testing.assert_array_equal(backend.to_numpy(dst), [[2, 2], [0, 0], [1, 1]])
 
 
-def test_keep_freed_memory_sets_both_glibc_thresholds(monkeypatch):
+def test_keep_freed_memory_sets_both_glibc_thresholds_and_one_arena(monkeypatch):
     import platform
 
     from scratchcap import memory
@@ -78,7 +80,7 @@ def test_keep_freed_memory_sets_both_glibc_thresholds(monkeypatch):
 
     monkeypatch.setattr(memory.ctypes, "CDLL", lambda name: FakeLibc(1))
     assert memory.keep_freed_memory(1 << 20) is True
-    assert calls == [(memory.M_MMAP_THRESHOLD, 1 << 20), (memory.M_TRIM_THRESHOLD, 2 << 20)]
+    assert calls == [(memory.M_MMAP_THRESHOLD, 1 << 20), (memory.M_TRIM_THRESHOLD, 2 << 20), (memory.M_ARENA_MAX, 1)]
     monkeypatch.setattr(memory.ctypes, "CDLL", lambda name: FakeLibc(0))  # glibc refused the value
     assert memory.keep_freed_memory() is False
     monkeypatch.setattr(memory.ctypes, "CDLL", lambda name: object())  # a libc without mallopt (musl, macOS)
@@ -88,3 +90,36 @@ def test_keep_freed_memory_sets_both_glibc_thresholds(monkeypatch):
     monkeypatch.undo()
     if platform.libc_ver()[0] == "glibc":
         assert memory.keep_freed_memory() is True  # the real glibc takes the thresholds
+
+
+_THREAD_FAULTS = """
+import resource, sys, threading
+import numpy as np
+from scratchcap.memory import keep_freed_memory
+if sys.argv[1] == "keep" and not keep_freed_memory():
+    print("not glibc"); sys.exit()
+out = {}
+def step():  # 160 MB live at once, more than one of a thread arena's 64 MB heaps, then all freed
+    for i in range(6):
+        if i == 1:
+            out["start"] = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        arrays = [np.ones(5_000_000, np.float32) for _ in range(8)]
+        del arrays
+    out["faults"] = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - out["start"]
+t = threading.Thread(target=step)
+t.start()
+t.join()
+print(out["faults"])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RUSAGE_THREAD and glibc's mallopt are Linux's")
+def test_a_pool_thread_keeps_its_freed_memory_instead_of_faulting_it_back_in():
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", _THREAD_FAULTS, mode], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        if out == "not glibc":
+            pytest.skip("not glibc: keep_freed_memory does nothing here")
+        return int(out)
+    assert faults("plain") > 20_000  # 5 steps of 40k pages: the thread's arena gave its heaps back each time
+    assert faults("keep") < 2_000

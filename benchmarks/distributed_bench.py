@@ -29,11 +29,12 @@ def worker(steps, repeats):
     import numpy as np
 
     from scratchcap.distributed import GradientAllreducer, get_world
+    from scratchcap.memory import keep_freed_memory
     from scratchcap.models import MODELS
+    from scratchcap.threads import count
     from scratchcap.train import train_step
 
-    from scratchcap.threads import count
-
+    keep_freed_memory()  # as scratchcap train does
     world = get_world("auto")
     out = dict(ranks=world.size, threads=count(), allreduce={}, step_ms=[])  # each rank's pool
     for name in ("gru-attention", "lstm-attention"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from ..threads import share_cores
 
@@ -57,6 +58,9 @@ class SingleProcess:
         raise SystemExit(code)
 
 
+ABORT_GRACE_S = 0.5  # seconds for the launcher to forward an aborting rank's message
+
+
 class MPIWorld:
     """COMM_WORLD of mpi4py; local_rank is the rank among the processes of this machine (for its GPU)."""
 
@@ -93,6 +97,9 @@ class MPIWorld:
     def abort(self, message, code=1):
         """Print ``message`` and end the whole job: the other ranks may be waiting in a collective."""
         print(f"rank {self.rank}: {message}", file=sys.stderr, flush=True)
+        # The launcher forwards a rank's output from a pipe; Abort has it kill the job, and a message still in the
+        # pipe can be lost with it (seen once in CI on a loaded 2-core machine: the job ended, its stderr empty).
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(code)
 
 

@@ -47,11 +47,7 @@ def decoded_by_groups(decode_images, features, groups):
     """decode_images(features[g]) for each group g on its own pool thread, the results in the images' order.
     An image's search reads only its own features, so the captions are those of one call on all the images
     (tests/test_decode_caption.py), up to the float rounding that a GEMM's row count may change."""
-    parts = [None] * len(groups)
-
-    def piece(k, _):
-        parts[k] = decode_images(features[groups[k]])
-    threads.parallel_for(piece, range(len(groups)))
+    parts = threads.map_pieces(lambda g: decode_images(features[g]), groups)
     return [result for part in parts for result in part]
 
 

@@ -54,14 +54,13 @@ def loss_and_grads(model, params, batch, cfg, rng=None, train=True):
     whole.setdefault("captions_total", rows)
     offset = getattr(rng, "row_offset", 0)
     copies = [None if rng is None else _copy(generator) for _ in parts]
-    results = [None] * len(parts)
 
-    def run(t, _):
+    def step(t):
         lo, hi = parts[t]
         shard = {k: (v[lo:hi] if _by_rows(v, rows) else v) for k, v in whole.items()}
         shard_rng = None if rng is None else ShardRng(copies[t], offset + lo)
-        results[t] = model.loss_and_grads(params, shard, cfg, shard_rng, train=train)
-    threads.parallel_for(run, range(len(parts)))
+        return model.loss_and_grads(params, shard, cfg, shard_rng, train=train)
+    results = threads.map_pieces(step, range(len(parts)))
     if rng is not None:  # every copy drew the same keys: the step's generator moves on as one draw would
         generator.bit_generator.state = copies[0].bit_generator.state
     return _sum(results)

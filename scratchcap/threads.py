@@ -186,6 +186,18 @@ def parallel_for(fn, items, xp=numpy, size=None) -> None:
             raise e
 
 
+def map_pieces(fn, items) -> list:
+    """[fn(item) for item in items], the items run over the pool as ``parallel_for`` runs them, the results in the
+    items' order (a batch's groups of images or shards of captions, each decoded or stepped whole by one thread)."""
+    items = list(items)
+    results = [None] * len(items)
+
+    def piece(k, _):
+        results[k] = fn(items[k])
+    parallel_for(piece, range(len(items)))
+    return results
+
+
 def split(n_rows: int, parts: int | None = None):
     """``parts`` (default: the thread count) consecutive slices covering range(n_rows), none empty."""
     parts = max(1, min(count() if parts is None else parts, n_rows))

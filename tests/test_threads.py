@@ -84,6 +84,17 @@ def test_parallel_for_gives_every_item_once_raises_a_pieces_error_and_never_nest
         threads.parallel_for(failing, range(6))
 
 
+def test_map_pieces_gives_the_results_in_the_items_order_from_every_worker(split_threads):
+    split_threads(3)
+    seen = set()
+
+    def square(x):
+        seen.add(threads.in_pool())
+        return x * x
+    assert threads.map_pieces(square, range(7)) == [x * x for x in range(7)]
+    assert seen == {True}  # every piece ran as a piece of the pool, where nothing splits again
+
+
 @pytest.mark.parametrize("shapes", [((37, 19), (19, 23)),        # rows
                                     ((2, 5), (5, 300)),           # too few rows: columns
                                     ((6, 2, 7), (6, 7, 9)),       # too few rows: the batch axis

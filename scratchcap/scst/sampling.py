@@ -43,13 +43,8 @@ def sample_captions(model, params, features, cfg, vocab, k, key, max_length=20, 
     rows_total = rows if rows_total is None else rows_total
     groups = image_groups(features)
     if groups is not None:  # each pool thread draws its images' rows of the whole draw, as a rank would
-        parts = [None] * len(groups)
-
-        def piece(g, _):
-            s = groups[g]
-            parts[g] = sample_captions(model, params, features[s], cfg, vocab, k, key, max_length, temperature,
-                                       row_offset + s.start * k, rows_total)
-        threads.parallel_for(piece, range(len(groups)))
+        parts = threads.map_pieces(lambda g: sample_captions(model, params, features[g], cfg, vocab, k, key, max_length,
+                                                             temperature, row_offset + g.start * k, rows_total), groups)
         return tuple(np.concatenate([part[i] for part in parts]) for i in range(3))
     xp = get_array_module(features)
     enc, state = model.decode_start(params, features, cfg)

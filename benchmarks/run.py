@@ -48,15 +48,14 @@ LAYER_CASES = [f"conv:{n}" for n in CONV_CASES] + ["attention", "gru_step", "lst
 REFERENCE = {"numpy": "torch", "cupy": "torch-cuda"}
 
 
-def run_worker(lib, jobs, threads, env_change, small=False, repeats=3):
-    """Time ``jobs`` (dicts of a case and its options) in one worker process for ``lib``, at ``threads``: a
-    count, or a list of counts between which each case's calls alternate.
+def run_worker(lib, jobs, counts, env_change, small=False, repeats=3):
+    """Time ``jobs`` (dicts of a case and its options) in one worker process for ``lib``, at the thread
+    ``counts`` (a list; with several, each case's calls alternate between them).
 
     Returns [(job, result)] in the order given; a result holds "times", or "error" for a case that failed,
     or whose line never came because the process died.
     """
     env = dict(os.environ)
-    counts = threads if isinstance(threads, list) else [threads]
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(max(counts))
     for k, v in env_change.items():
@@ -182,8 +181,7 @@ def main(argv=None):
         for lib in libs:
             for label, change, jobs in groups(lib, cases, variants):
                 key = f"{lib} {label}".strip()
-                for job, r in run_worker(lib, jobs, counts if len(counts) > 1 else counts[0], change, args.small,
-                                         repeats=repeats):
+                for job, r in run_worker(lib, jobs, counts, change, args.small, repeats=repeats):
                     case, kw = job["case"], {k: v for k, v in job.items() if k != "case"}
                     if "error" in r:  # one broken case or library must not cost the others their numbers
                         print(f"FAILED {key} {case} {kw or ''}: {r['error']}", file=sys.stderr)

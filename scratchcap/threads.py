@@ -90,9 +90,10 @@ def set_threads(n=None, explicit: bool = False) -> int:
         if _state["n"] == value and _state["blas"] is not None:
             return value
         old = None
-        # A smaller count keeps the pool's threads (parallel_for hands work to value - 1 of them): a thread made
-        # anew starts with a cold malloc arena, and its first training step page-faults in its activations (a
-        # 64-caption step took 773 ms right after the pool was remade, 678 ms on a pool kept).
+        # A smaller count keeps the pool's threads (parallel_for hands work to value - 1 of them), so that switching
+        # counts (the benchmark's sweep) makes no threads anew: a 64-caption step took 773 ms right after the pool
+        # was remade against 678 on a pool kept (before scratchcap.memory's one arena; the first step after a
+        # switch is still slower, so the sweep times each call after an untimed one).
         if value - 1 > _state["workers"]:
             old = _state["pool"]
             _state["pool"] = ThreadPoolExecutor(max_workers=value - 1, thread_name_prefix="scratchcap")

@@ -199,6 +199,10 @@ def test_the_cupy_stand_in_is_never_split(hostcupy, split_threads):
     out = threads.matmul(a, b)
     assert isinstance(out, hostcupy.ndarray)
     np.testing.assert_array_equal(hostcupy.asnumpy(out), np.full((8, 6), 4.0))
+    from scratchcap import decode, thread_shards  # nor are its images or captions dealt out to the threads
+    many = np.zeros((100, 2, 2), np.float32)
+    assert decode.image_groups(many) is not None and thread_shards.shards(100) is not None
+    assert decode.image_groups(hostcupy.asarray(many)) is None and thread_shards.shards(100, hostcupy) is None
 
 
 def test_the_benchmark_worker_reports_the_thread_count_it_ran_with(tmp_path):

@@ -227,3 +227,34 @@ def test_bias_sums_and_adds_split_by_rows(split_threads):
         assert_close(total, x.sum(axis=0, dtype=np.float64), np.float32, depth=37)
         y = x.copy()
         assert threads.add_rows(y, b) is y and np.array_equal(y, x + b)  # elementwise: bit for bit
+
+
+def test_a_deep_winograd_layer_at_batch_1_runs_on_every_thread(monkeypatch):
+    """At the pool's real sizes: a block5-like layer has a small output (14 x 14 x F, here under MIN_ELEMENTS) but
+    GEMMs of 16 * 49 * C * F multiply-adds; its tile blocks must go to both threads (they once stayed on one)."""
+    import threading
+
+    from scratchcap.ops import winograd
+
+    rng = np.random.default_rng(5)
+    C = F = 128
+    x = rng.standard_normal((1, 14, 14, C)).astype(np.float32)
+    w = (rng.standard_normal((3, 3, C, F)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    u = ops.winograd_kernel(w)
+    assert 14 * 14 * F < threads.MIN_ELEMENTS
+    seen, gemm = set(), winograd.matmul
+
+    def recording(*args, **kwargs):
+        seen.add(threading.get_ident())
+        return gemm(*args, **kwargs)
+    monkeypatch.setattr(winograd, "matmul", recording)
+    outs = []
+    for n in (1, 2):
+        threads.set_threads(n)
+        seen.clear()
+        outs.append(ops.conv2d_forward(x, w, b, workspace=ops.Workspace(), relu=True, winograd=u)[0])
+        assert len(seen) == n
+    reference = ops.conv2d_forward(x, w, b, relu=True)[0]  # im2col
+    for out in outs:
+        assert_close(out, reference, np.float32, depth=9 * C)

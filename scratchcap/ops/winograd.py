@@ -119,4 +119,7 @@ def winograd_conv3x3(xpad, u, b, out, blocks, workspace, relu, chunk_bytes):
         if relu:
             target = out[images, 2 * r0:2 * r1]
             xp.maximum(target, 0, out=target)
-    threads.parallel_for(block, blocks, xp, size=out.size)
+    # Sized by V and M, not by the output: block5's at batch 1 (100k elements) stayed on one thread under
+    # MIN_ELEMENTS, for GEMMs of 400 MFLOP.
+    tiles = out.shape[0] * out.shape[1] // 2 * tw
+    threads.parallel_for(block, blocks, xp, size=16 * tiles * (c + f))

@@ -229,12 +229,14 @@ def test_bias_sums_and_adds_split_by_rows(split_threads):
         assert threads.add_rows(y, b) is y and np.array_equal(y, x + b)  # elementwise: bit for bit
 
 
-def test_a_deep_winograd_layer_at_batch_1_runs_on_every_thread(monkeypatch):
+@pytest.mark.parametrize("by_winograd", [True, False])
+def test_a_deep_layer_at_batch_1_runs_on_every_thread(monkeypatch, by_winograd):
     """At the pool's real sizes: a block5-like layer has a small output (14 x 14 x F, here under MIN_ELEMENTS) but
-    GEMMs of 16 * 49 * C * F multiply-adds; its tile blocks must go to both threads (they once stayed on one)."""
+    GEMMs of 16 * 49 * C * F (Winograd) or 196 * 9 * C * F multiply-adds (im2col); its blocks must go to both
+    threads (they once stayed on one)."""
     import threading
 
-    from scratchcap.ops import winograd
+    from scratchcap.ops import conv, winograd
 
     rng = np.random.default_rng(5)
     C = F = 128
@@ -243,18 +245,20 @@ def test_a_deep_winograd_layer_at_batch_1_runs_on_every_thread(monkeypatch):
     b = rng.standard_normal(F).astype(np.float32)
     u = ops.winograd_kernel(w)
     assert 14 * 14 * F < threads.MIN_ELEMENTS
-    seen, gemm = set(), winograd.matmul
+    seen, module = set(), winograd if by_winograd else conv
+    gemm = module.matmul
 
     def recording(*args, **kwargs):
         seen.add(threading.get_ident())
         return gemm(*args, **kwargs)
-    monkeypatch.setattr(winograd, "matmul", recording)
+    monkeypatch.setattr(module, "matmul", recording)
     outs = []
     for n in (1, 2):
         threads.set_threads(n)
         seen.clear()
-        outs.append(ops.conv2d_forward(x, w, b, workspace=ops.Workspace(), relu=True, winograd=u)[0])
+        outs.append(ops.conv2d_forward(x, w, b, workspace=ops.Workspace(), relu=True,
+                                       winograd=u if by_winograd else None)[0])
         assert len(seen) == n
-    reference = ops.conv2d_forward(x, w, b, relu=True)[0]  # im2col
+    reference = ops.conv2d_forward(x, w, b, relu=True)[0]  # im2col, one GEMM
     for out in outs:
         assert_close(out, reference, np.float32, depth=9 * C)

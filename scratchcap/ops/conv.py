@@ -239,7 +239,7 @@ def conv2d_forward(x, w, b, *, stride: int = 1, padding="same", workspace=None, 
         if relu:
             xp.maximum(target, 0, out=target)
     blocks = _row_blocks(N, Ho, Wo * kh * kw * c * x.dtype.itemsize, _budget(xp, BLOCK_BYTES), _parts(xp))
-    threads.parallel_for(block, blocks, xp, size=out.size)
+    threads.parallel_for(block, blocks, xp, size=N * Ho * Wo * kh * kw * c)  # the columns: see winograd_conv3x3
     return out, cache
 
 

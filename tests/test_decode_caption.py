@@ -218,9 +218,14 @@ def test_on_threads_each_searches_its_own_images_and_finds_the_same_captions(nam
     for n in (2, 3):
         for got, want in zip(runs[n][:2], runs[1][:2]):
             assert [r["words"] for r in got] == [r["words"] for r in want]
-            assert [r.get("beams") for r in got] == [r.get("beams") for r in want]
             np.testing.assert_allclose([r["logprob"] for r in got], [r["logprob"] for r in want], rtol=1e-12)
             for a, b in zip(got, want):
+                # The beams' words exactly; their scores to float64 rounding: OpenBLAS's dgemm on a Zen 2 EPYC
+                # gave a 5-image group a last-bit difference from the 10-image batch.
+                assert [x["words"] for x in a.get("beams", [])] == [x["words"] for x in b.get("beams", [])]
+                for key in ("logprob", "score"):
+                    np.testing.assert_allclose([x[key] for x in a.get("beams", [])],
+                                               [x[key] for x in b.get("beams", [])], rtol=1e-12)
                 if "alphas" in b:
                     np.testing.assert_allclose(a["alphas"], b["alphas"], rtol=1e-12)
 

@@ -262,3 +262,22 @@ def test_a_deep_layer_at_batch_1_runs_on_every_thread(monkeypatch, by_winograd):
     reference = ops.conv2d_forward(x, w, b, relu=True)[0]  # im2col, one GEMM
     for out in outs:
         assert_close(out, reference, np.float32, depth=9 * C)
+
+
+@pytest.mark.parametrize("n_images, parts", [(16, 2), (16, 3), (20, 2), (5, 2), (7, 3), (3, 2), (1, 2), (5, 1)])
+def test_conv_blocks_cover_the_batch_once_and_give_each_thread_as_much(n_images, parts):
+    """ops/conv's blocks (images, first row, end row): every row of every image once, within the budget where one
+    row fits, and parallel_for's workers (items w, w + parts, ...) within one image's rows of each other."""
+    from scratchcap.ops.conv import _row_blocks
+
+    rows, row_bytes = 14, 1000
+    for budget in (3 * row_bytes, rows * row_bytes, 3 * rows * row_bytes, 5 * rows * row_bytes, 100 * rows * row_bytes):
+        blocks = _row_blocks(n_images, rows, row_bytes, budget, parts)
+        covered = np.zeros((n_images, rows), int)
+        for images, r0, r1 in blocks:
+            covered[images, r0:r1] += 1
+            assert (images.stop - images.start) * (r1 - r0) * row_bytes <= budget
+        assert (covered == 1).all()
+        assert len(blocks) >= min(parts, n_images * rows)
+        work = [sum((s.stop - s.start) * (r1 - r0) for s, r0, r1 in blocks[w::parts]) for w in range(parts)]
+        assert max(work) - min(work) <= rows, (budget, work)

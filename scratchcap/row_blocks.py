@@ -26,10 +26,10 @@ from . import threads
 BLOCK_ELEMENTS = 1 << 18  # 1 MB of float32, 2 MB of uint64: a chain's temporaries stay in a core's cache
 
 
-def slices(n: int, row: int, budget: int | None = None):
-    """Consecutive slices covering range(n), as many rows of size ``row`` per slice as fit ``budget``
-    (the same unit: BLOCK_ELEMENTS elements by default, bytes for ops/conv.py's image blocks), and at least one."""
-    per_block = max(1, (BLOCK_ELEMENTS if budget is None else budget) // max(row, 1))
+def slices(n: int, row: int):
+    """Consecutive slices covering range(n), as many rows of ``row`` elements per slice as fit BLOCK_ELEMENTS,
+    and at least one."""
+    per_block = max(1, BLOCK_ELEMENTS // max(row, 1))
     return [slice(start, min(start + per_block, n)) for start in range(0, n, per_block)]
 
 

@@ -232,11 +232,10 @@ def test_bias_sums_and_adds_split_by_rows(split_threads):
 @pytest.mark.parametrize("by_winograd", [True, False])
 def test_a_deep_layer_at_batch_1_runs_on_every_thread(monkeypatch, by_winograd):
     """At the pool's real sizes: a block5-like layer has a small output (14 x 14 x F, here under MIN_ELEMENTS) but
-    GEMMs of 16 * 49 * C * F (Winograd) or 196 * 9 * C * F multiply-adds (im2col); its blocks must go to both
-    threads (they once stayed on one)."""
+    GEMMs of 16 * 49 * C * F (Winograd) or 196 * 9 * C * F multiply-adds (im2col); its GEMMs must run on both
+    threads (they once stayed on one). By Winograd, where U (16, C, F) outweighs V (16, P, C), each thread
+    multiplies by its own share of U's 16 matrices, so that U is read once, not once per thread."""
     import threading
-
-    from scratchcap.ops import conv, winograd
 
     rng = np.random.default_rng(5)
     C = F = 128
@@ -245,20 +244,23 @@ def test_a_deep_layer_at_batch_1_runs_on_every_thread(monkeypatch, by_winograd):
     b = rng.standard_normal(F).astype(np.float32)
     u = ops.winograd_kernel(w)
     assert 14 * 14 * F < threads.MIN_ELEMENTS
-    seen, module = set(), winograd if by_winograd else conv
-    gemm = module.matmul
+    seen, kernels, gemm = set(), [], np.matmul
 
-    def recording(*args, **kwargs):
+    def recording(a, b, *args, **kwargs):  # every GEMM of the layer, whichever thread runs it
         seen.add(threading.get_ident())
-        return gemm(*args, **kwargs)
-    monkeypatch.setattr(module, "matmul", recording)
+        kernels.append(b.shape[0] if b.ndim == 3 else 1)
+        return gemm(a, b, *args, **kwargs)
+    monkeypatch.setattr(np, "matmul", recording)
     outs = []
     for n in (1, 2):
         threads.set_threads(n)
         seen.clear()
+        kernels.clear()
         outs.append(ops.conv2d_forward(x, w, b, workspace=ops.Workspace(), relu=True,
                                        winograd=u if by_winograd else None)[0])
         assert len(seen) == n
+        if by_winograd:
+            assert sum(kernels) == 16
     reference = ops.conv2d_forward(x, w, b, relu=True)[0]  # im2col, one GEMM
     for out in outs:
         assert_close(out, reference, np.float32, depth=9 * C)

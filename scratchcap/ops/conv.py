@@ -266,7 +266,10 @@ def _winograd_forward(x, w, b, u, stride, pads, out_hw, workspace, relu):
     xpad = _pad(x, ((pt, pb + 2 * th - Ho), (pl, pr + 2 * tw - Wo)), workspace)  # whole tiles
     out = xp.empty((N, 2 * th, 2 * tw, f), dtype=x.dtype)
     tile_row_bytes = 16 * tw * (c + f) * x.dtype.itemsize   # V and M for one row of tiles
-    blocks = _row_blocks(N, th, tile_row_bytes, _budget(xp, WINOGRAD_BLOCK_BYTES), _parts(xp))
+    # Where U (16, C, F) outweighs V (16, P, C), as in block4 and block5 at batch 1, one block whose steps each run
+    # on the pool: blocks of tiles, one per thread, would each read all of U, which comes from memory.
+    parts = 1 if f > N * th * tw else _parts(xp)
+    blocks = _row_blocks(N, th, tile_row_bytes, _budget(xp, WINOGRAD_BLOCK_BYTES), parts)
     winograd_conv3x3(xpad, u, b, out, blocks, workspace, relu, _budget(xp, WINOGRAD_CHUNK_BYTES))
     if (2 * th, 2 * tw) != (Ho, Wo):
         out = xp.ascontiguousarray(out[:, :Ho, :Wo])

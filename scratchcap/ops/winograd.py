@@ -89,6 +89,9 @@ def winograd_conv3x3(xpad, u, b, out, blocks, workspace, relu, chunk_bytes):
     GEMMs, as large as its budget allows, since small GEMMs run slowly. Its input
     transform goes in chunks of about chunk_bytes of scratch, which stay in cache. On NumPy
     the blocks run on the thread pool (scratchcap.threads), each with scratch of its own.
+    A single block runs each of its steps on the pool instead: its transforms by chunks of
+    tile rows, its 16 GEMMs (threads.matmul) a share of them per thread, so that each thread
+    reads its share of U, not all of it (see conv._winograd_forward).
     """
     xp = get_array_module(xpad)
     f, c = u.shape[2], xpad.shape[3]
@@ -107,18 +110,25 @@ def winograd_conv3x3(xpad, u, b, out, blocks, workspace, relu, chunk_bytes):
             t = workspace.get(xp, f"winograd_t{worker}", (4, n, th, wp, c), xpad.dtype)
             _input_transform(part, r0, r1, t, v)
         else:
-            for i in range(n):
-                for a in range(r0, r1, step):
-                    z = min(a + step, r1)
-                    t = workspace.get(xp, f"winograd_t{worker}", (4, 1, z - a, wp, c), xpad.dtype)
-                    _input_transform(part[i:i + 1], a, z, t, v[:, :, i:i + 1, a - r0:z - r0])
+            chunks = [(i, a, min(a + step, r1)) for i in range(n) for a in range(r0, r1, step)]
+
+            def chunk(piece, inner):  # inside the pool inner is 0; a single block runs here with worker 0
+                i, a, z = piece
+                t = workspace.get(xp, f"winograd_t{worker + inner}", (4, 1, z - a, wp, c), xpad.dtype)
+                _input_transform(part[i:i + 1], a, z, t, v[:, :, i:i + 1, a - r0:z - r0])
+            threads.parallel_for(chunk, chunks, xp, size=v.size)
         p = n * th * tw
         matmul(v.reshape(16, p, c), u, out=m.reshape(16, p, f))
-        m[1, 1] += b                                 # A^T e1 e1^T A is all ones: b reaches all 4 outputs
-        _output_transform(m, s, out_tiles[images, r0:r1].transpose(2, 4, 0, 1, 3, 5))
-        if relu:
-            target = out[images, 2 * r0:2 * r1]
-            xp.maximum(target, 0, out=target)
+        y = out_tiles[images, r0:r1].transpose(2, 4, 0, 1, 3, 5)   # (2, 2, n, th, Tw, F)
+
+        def finish(rows, _):  # bias, A^T M A and ReLU of tile rows ``rows``
+            mr = m[:, :, :, rows]
+            mr[1, 1] += b                                 # A^T e1 e1^T A is all ones: b reaches all 4 outputs
+            _output_transform(mr, s[:, :, :, rows], y[:, :, :, rows])
+            if relu:
+                target = out[images, 2 * (r0 + rows.start):2 * (r0 + rows.stop)]
+                xp.maximum(target, 0, out=target)
+        threads.parallel_for(finish, threads.split(th) if xp is np else [slice(0, th)], xp, size=m.size)
     # Sized by V and M, not by the output: block5's at batch 1 (100k elements) stayed on one thread under
     # MIN_ELEMENTS, for GEMMs of 400 MFLOP.
     tiles = out.shape[0] * out.shape[1] // 2 * tw

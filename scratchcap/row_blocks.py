@@ -39,8 +39,11 @@ def run(block, n: int, xp, row: int) -> None:
         block(slice(None))
         return
     blocks = slices(n, row)
-    if len(blocks) < threads.count() and n * row >= threads.MIN_ELEMENTS:
-        blocks = threads.split(n)
+    parts = threads.count()
+    if parts > 1 and n * row >= threads.MIN_ELEMENTS:
+        # Blocks of one size, a whole number per thread (worker w takes blocks w, w + parts, ...): block1_pool's
+        # 112 rows in blocks of 36, 36, 36 and 4 gave one thread 72 rows and the other 40.
+        blocks = threads.split(n, -(-len(blocks) // parts) * parts)
     threads.parallel_for(lambda s, _: block(s), blocks, size=n * row)
 
 

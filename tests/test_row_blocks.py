@@ -31,6 +31,29 @@ def test_numpy_runs_every_block_and_cupy_runs_one_call(monkeypatch):
     assert seen == [slice(None)]
 
 
+@pytest.mark.parametrize("n, count", [(112, 2), (56, 2), (112, 3), (5, 2), (1, 2)])
+def test_on_the_pool_each_thread_gets_as_many_rows(monkeypatch, split_threads, n, count):
+    """The pool's worker w takes blocks w, w + count, ... (threads.parallel_for): blocks of 36, 36, 36 and 4 rows
+    (block1_pool at batch 1) gave one of 2 threads 72 rows and the other 40."""
+    from scratchcap import threads
+
+    monkeypatch.setattr(row_blocks, "BLOCK_ELEMENTS", 36 * 7168)
+    split_threads(count)
+    handed, parallel_for = [], threads.parallel_for
+
+    def recording(fn, items, *args, **kwargs):
+        handed.append(list(items))
+        return parallel_for(fn, handed[-1], *args, **kwargs)
+    monkeypatch.setattr(threads, "parallel_for", recording)
+    seen = []
+    row_blocks.run(seen.append, n, np, 7168)
+    assert sorted(i for s in seen for i in range(s.start, s.stop)) == list(range(n))
+    (blocks,) = handed
+    per_thread = [sum(s.stop - s.start for s in blocks[w::count]) for w in range(min(count, n))]
+    assert len(blocks) % count == 0 or len(blocks) == n
+    assert max(per_thread) - min(per_thread) <= len(blocks) // count, per_thread  # a row a block at most
+
+
 def _attend_backward(monkeypatch, block, accumulate, xp=np):
     monkeypatch.setattr(row_blocks, "BLOCK_ELEMENTS", block)
     rng = np.random.default_rng(4)

@@ -283,3 +283,17 @@ def test_conv_blocks_cover_the_batch_once_and_give_each_thread_as_much(n_images,
         assert len(blocks) >= min(parts, n_images * rows)
         work = [sum((s.stop - s.start) * (r1 - r0) for s, r0, r1 in blocks[w::parts]) for w in range(parts)]
         assert max(work) - min(work) <= rows, (budget, work)
+
+
+@pytest.mark.parametrize("rows, rows_in_budget, parts", [(224, 85, 2), (224, 85, 3), (7, 100, 2), (14, 3, 4)])
+def test_one_image_in_few_blocks_gives_each_thread_as_many_rows(rows, rows_in_budget, parts):
+    """block1_conv1 at batch 1 (224 rows, 85 to the 2 MB budget) was cut into blocks of 85, 85 and 54 rows, and one
+    of 2 threads took 139 of them: now a whole number of blocks for each thread, each of one size to a row."""
+    from scratchcap.ops.conv import _row_blocks
+
+    row_bytes = 1000
+    blocks = _row_blocks(1, rows, row_bytes, rows_in_budget * row_bytes, parts)
+    assert [r for _, r0, r1 in blocks for r in range(r0, r1)] == list(range(rows))
+    assert all((r1 - r0) <= rows_in_budget for _, r0, r1 in blocks)
+    work = [sum(r1 - r0 for _, r0, r1 in blocks[w::parts]) for w in range(parts)]
+    assert max(work) - min(work) <= -(-len(blocks) // parts), work

@@ -169,7 +169,8 @@ def _row_blocks(n_images, rows, row_bytes, budget, parts=1):
     ``parts`` even runs of images, one per thread, then each run into blocks within the budget, listed so
     that parallel_for's worker w (items w, w + parts, ...) takes run w. Blocks cut from the batch alone put
     10 of a VGG-16 batch of 16 on one thread and 6 on the other in block4 (blocks of 5, 5, 5 and 1), and
-    block5's 16 images, one block, went image by image. Otherwise, blocks of rows of one image each.
+    block5's 16 images, one block, went image by image. Otherwise, blocks of rows of one image each, all of one
+    size to a row.
     """
     if rows * row_bytes <= budget and n_images >= parts:
         runs = threads.split(n_images, parts)
@@ -177,8 +178,13 @@ def _row_blocks(n_images, rows, row_bytes, budget, parts=1):
         cuts = [[slice(r.start + s.start, r.start + s.stop) for s in threads.split(r.stop - r.start, per_run)]
                 for r in runs]
         return [(run[j], 0, rows) for j in range(per_run) for run in cuts if j < len(run)]
-    step = max(1, min(budget // row_bytes, -(-rows // -(-parts // n_images))))
-    return [(slice(n, n + 1), r, min(r + step, rows)) for n in range(n_images) for r in range(0, rows, step)]
+    per_image = max(-(-rows // max(1, budget // row_bytes)), -(-parts // n_images))   # blocks in each image
+    if n_images * per_image < 4 * parts:
+        # Few blocks: a whole number for each thread. block1_conv1's 224 rows at batch 1, in blocks of 85, 85
+        # and 54, gave one thread 139 of them.
+        per_thread = -(-n_images * per_image // parts)
+        per_image = min(rows, -(-per_thread * parts // n_images))
+    return [(slice(n, n + 1), r.start, r.stop) for n in range(n_images) for r in threads.split(rows, per_image)]
 
 
 def _parts(xp):

@@ -230,9 +230,28 @@ def summarize(cases, times, flops, counts=(None,)):
                 med = statistics.median(ts)
                 f = flops.get((case, params))
                 results.append(dict(case=case, params=kw, library=key, threads=n, median_s=med, runs=len(ts),
-                                    gflops=f / med / 1e9 if f else None, per_s=images / med if images else None))
+                                    times_s=list(ts), gflops=f / med / 1e9 if f else None,
+                                    per_s=images / med if images else None))
     _ratios(results, counts[0])
+    _paired_speedups(results, times, counts[0])
     return results
+
+
+def _paired_speedups(results, times, first_count):
+    """Each row's speed-up call by call: a worker times the counts of one repeat side by side (worker.alternate_calls),
+    so the k-th call at each count ran within seconds of the other. The ratio of each such pair cancels the machine's
+    drift from minute to minute, which moves the ratio of the medians by 0.1 or more between runs; its quartiles say
+    how far the pairs spread. ``thread_speedup_paired`` = [lower quartile, median, upper quartile]."""
+    for r in results:
+        r["thread_speedup_paired"] = None
+        if r["threads"] == first_count:
+            continue
+        key = (r["case"], json.dumps(r["params"]), r["library"])
+        one, this = times.get(key + (first_count,), []), times.get(key + (r["threads"],), [])
+        ratios = sorted(a / b for a, b in zip(one, this))
+        if ratios:
+            q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else [ratios[0]] * 3
+            r["thread_speedup_paired"] = [q[0], statistics.median(ratios), q[2]]
 
 
 def _ratios(results, first_count=None):
@@ -277,15 +296,21 @@ def _print(info, results):
     if info["small"]:
         print("(--small: tiny shapes; these numbers measure nothing)")
     print(f"{'case':<20}{'library':<36}{'thr':>4}{'median ms':>10}{'GFLOP/s':>9}{'% peak':>8}{'per s':>8}"
-          f"{'time/ref':>9}{'GPU x':>7}{'thr x':>7}")
+          f"{'time/ref':>9}{'GPU x':>7}{'thr x':>7}{'paired thr x':>18}")
     for r in results:
         name = r["case"] + (f" b{r['params']['batch']}" if "batch" in r["params"] else "")
         print(f"{name:<20}{r['library']:<36}{r['threads']:>4}{r['median_s'] * 1e3:>10.1f}{_num(r['gflops']):>9}"
               f"{_pct(r['fraction_of_gemm_peak']):>8}{_num(r['per_s']):>8}{_num(r['time_vs_reference']):>9}"
-              f"{_num(r['gpu_speedup']):>7}{_num(r.get('thread_speedup')):>7}")
+              f"{_num(r['gpu_speedup']):>7}{_num(r.get('thread_speedup')):>7}{_paired(r):>18}")
     print("time/ref: the median time over PyTorch's on the same device and thread count (NumPy vs PyTorch CPU, "
           "CuPy vs PyTorch CUDA); per s: images/s (vgg16) or captions/s (beam); GPU x: NumPy's time over CuPy's; "
-          "thr x: the library's speed-up over its own time at the sweep's first thread count")
+          "thr x: the library's speed-up over its own time at the sweep's first thread count (medians); paired thr x: "
+          "the median speed-up of calls timed side by side, and its quartiles")
+
+
+def _paired(r):
+    q = r.get("thread_speedup_paired")
+    return "" if not q else f"{q[1]:.2f} ({q[0]:.2f}-{q[2]:.2f})"
 
 
 def _version(mod):

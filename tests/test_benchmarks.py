@@ -102,11 +102,34 @@ def test_threads_sweep_times_every_count_in_one_process_per_library_and_reports_
     rows = {(r["library"], r["threads"]): r for r in data["results"]}
     assert rows["numpy", 2]["thread_speedup"] == pytest.approx(2.0) and rows["numpy", 2]["runs"] == 2
     assert rows["torch", 2]["thread_speedup"] == pytest.approx(1.5)
+    assert rows["torch", 2]["thread_speedup_paired"] == pytest.approx([1.5, 1.5, 1.5])
+    assert rows["numpy", 2]["times_s"] == [0.4, 0.4]
     assert rows["numpy", 1]["thread_speedup"] is None
     assert rows["numpy", 1]["time_vs_reference"] == pytest.approx(0.8 / 0.6)  # against torch at 1 thread
     assert rows["numpy", 2]["time_vs_reference"] == pytest.approx(1.0)       # ... and at 2
     with pytest.raises(SystemExit):
         run.main(["--threads-sweep", "1,two"])
+
+
+def test_the_paired_speed_up_takes_each_call_with_the_one_timed_beside_it():
+    """A machine that slows down between repeats moves the ratio of the medians; the pairs' ratios stay put."""
+    import run
+
+    case = ("decoder", {}, 0)
+    # Twice as fast on 2 threads, call for call; the machine halved its speed after the third 2-thread call.
+    one = [0.8, 0.8, 1.6, 1.6, 1.6]
+    two = [0.4, 0.4, 0.4, 0.8, 0.8]
+    times = {("decoder", "{}", "numpy", 1): one, ("decoder", "{}", "numpy", 2): two}
+    rows = {r["threads"]: r for r in run.summarize([case], times, {}, counts=(1, 2))}
+    assert rows[1]["thread_speedup_paired"] is None
+    assert rows[2]["thread_speedup"] == pytest.approx(4.0)  # 1.6 / 0.4: the medians fell either side of the change
+    assert rows[2]["thread_speedup_paired"] == pytest.approx([2.0, 2.0, 2.0])
+    times[("decoder", "{}", "numpy", 2)] = [0.4, 0.2, 0.8, 0.8, 1.6]  # pairs 2, 4, 2, 2, 1
+    rows = {r["threads"]: r for r in run.summarize([case], times, {}, counts=(1, 2))}
+    assert rows[2]["thread_speedup_paired"] == pytest.approx([2.0, 2.0, 2.0])
+    times[("decoder", "{}", "numpy", 2)] = [0.8, 0.4, 0.4, 0.4, 0.4]  # pairs 1, 2, 4, 4, 4
+    rows = {r["threads"]: r for r in run.summarize([case], times, {}, counts=(1, 2))}
+    assert rows[2]["thread_speedup_paired"] == pytest.approx([2.0, 4.0, 4.0])
 
 
 def test_a_worker_alternates_its_calls_between_the_thread_counts():

@@ -128,7 +128,9 @@ def winograd_conv3x3(xpad, u, b, out, blocks, workspace, relu, chunk_bytes):
             if relu:
                 target = out[images, 2 * (r0 + rows.start):2 * (r0 + rows.stop)]
                 xp.maximum(target, 0, out=target)
-        threads.parallel_for(finish, threads.split(th) if xp is np else [slice(0, th)], xp, size=m.size)
+        # Pieces only where they run at once: inside the pool (or on CuPy) they would run one after the other.
+        whole = xp is not np or threads.in_pool()
+        threads.parallel_for(finish, [slice(0, th)] if whole else threads.split(th), xp, size=m.size)
     # Sized by V and M, not by the output: block5's at batch 1 (100k elements) stayed on one thread under
     # MIN_ELEMENTS, for GEMMs of 400 MFLOP.
     tiles = out.shape[0] * out.shape[1] // 2 * tw

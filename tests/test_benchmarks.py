@@ -132,6 +132,22 @@ def test_the_paired_speed_up_takes_each_call_with_the_one_timed_beside_it():
     assert rows[2]["thread_speedup_paired"] == pytest.approx([2.0, 4.0, 4.0])
 
 
+def test_the_best_speed_up_takes_the_fastest_call_at_each_count():
+    """A neighbour that slows some 2-thread calls leaves the fastest ones, and their ratio, where they were."""
+    import run
+
+    case = ("beam", {}, 16)
+    one = [0.55, 0.54, 0.56, 0.53, 0.55]
+    two = [0.31, 0.50, 0.55, 0.30, 0.45]  # rounds on a busy host: the 2-thread calls slowed, not the 1-thread ones
+    times = {("beam", "{}", "numpy", 1): one, ("beam", "{}", "numpy", 2): two}
+    rows = {r["threads"]: r for r in run.summarize([case], times, {}, counts=(1, 2))}
+    assert rows[1]["thread_speedup_best"] is None
+    assert rows[2]["thread_speedup_best"] == pytest.approx(0.53 / 0.30)
+    assert rows[2]["thread_speedup"] == pytest.approx(0.55 / 0.45)  # the medians see the busy rounds
+    del times[("beam", "{}", "numpy", 1)]  # no first count timed: nothing to take a speed-up over
+    assert [r["thread_speedup_best"] for r in run.summarize([case], times, {}, counts=(1, 2))] == [None]
+
+
 def test_a_worker_alternates_its_calls_between_the_thread_counts():
     sys.path.insert(0, os.path.dirname(RUN))
     import worker

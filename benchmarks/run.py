@@ -244,10 +244,10 @@ def _paired_speedups(results, times, first_count):
     how far the pairs spread. ``thread_speedup_paired`` = [lower quartile, median, upper quartile].
 
     ``thread_speedup_best`` is the fastest call at the first count over the fastest at this one. Another tenant
-    of a shared host only ever adds time, and it costs a many-thread call more than a one-thread call, which the
-    kernel moves to the idle core: on a 2-core KVM guest, a worker's three 2-thread beam calls took 305-330 ms in
-    some rounds and 430-560 in others, its 1-thread calls 530-560 in both. The fastest call is the nearest to the
-    machine's own speed, as timeit's documentation says of repeated timings."""
+    of a shared host only ever adds time, and in the rounds it is there it can cost a many-thread call more than a
+    one-thread call: on a 2-core KVM guest, a worker's three 2-thread beam calls took 305-330 ms in some rounds and
+    430-560 in others, its 1-thread calls 530-560 in both. The fastest call is the nearest to the machine's own
+    speed, as timeit's documentation says of repeated timings."""
     for r in results:
         r["thread_speedup_paired"] = r["thread_speedup_best"] = None
         if r["threads"] == first_count:

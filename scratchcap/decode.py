@@ -24,21 +24,24 @@ import numpy as np
 from . import threads
 from .backend import get_array_module, to_numpy
 
-# With n pool threads and at least this many images for each, every thread decodes its own consecutive images
+# With n pool threads and at least this many rows of decoder state for each (images times the rows that each image
+# decodes: 1 for greedy, the beam width, the samples per image), every thread decodes its own consecutive images
 # from start to end, each operator unsplit, instead of every operator being split over the n threads: a step's
 # operators are small enough that handing each to a thread costs more than a thread's share of it, and the
 # search's bookkeeping runs in parallel too. On the 2-core Xeon, beam 3 over 64 images took 470 ms this way
-# against 541 ms split by operator (848 on one thread), over 16 images 150 against 166, with the same captions
-# and log-probabilities. Fewer images per thread would leave each GEMM too few rows to run well.
-IMAGES_PER_THREAD = 8
+# against 541 ms split by operator (848 on one thread), over 16 images (24 rows a thread) 150 against 166, with
+# the same captions and log-probabilities. Fewer rows per thread leave each GEMM too few rows to run well: on a
+# 2-core Zen 4, greedy over 16 images (8 rows a thread) took 106 ms this way against 96 split by operator.
+ROWS_PER_THREAD = 24
 
 
-def image_groups(features):
+def image_groups(features, rows_per_image=1):
     """Consecutive slices of the images, one per pool thread; None where the operators should be split instead
-    (one thread, CuPy, inside the pool already, or under IMAGES_PER_THREAD images for each thread)."""
+    (one thread, CuPy, inside the pool already, or under ROWS_PER_THREAD rows of state for each thread, an image
+    decoding ``rows_per_image`` of them)."""
     n = threads.count()
     if n < 2 or threads.in_pool() or not isinstance(features, np.ndarray) \
-            or features.shape[0] < n * IMAGES_PER_THREAD:
+            or features.shape[0] * rows_per_image < n * ROWS_PER_THREAD:
         return None
     return threads.split(features.shape[0])
 
@@ -255,7 +258,7 @@ def beam_search(model, params, features, cfg, vocab, beam=3, max_length=20, leng
     """
     if beam < 1 or max_length < 1:
         raise ValueError(f"beam search needs beam >= 1 and max_length >= 1, got beam={beam}, max_length={max_length}")
-    groups = image_groups(features)
+    groups = image_groups(features, beam)
     if groups is not None:
         return decoded_by_groups(lambda f: beam_search(model, params, f, cfg, vocab, beam, max_length, length_norm,
                                                         allow_unk, length_penalty_alpha, block_trigrams,

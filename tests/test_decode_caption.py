@@ -195,12 +195,13 @@ class _Recording:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_on_threads_each_searches_its_own_images_and_finds_the_same_captions(name, split_threads, monkeypatch):
-    """With n threads and IMAGES_PER_THREAD images for each, greedy and beam search give every thread its own
+    """With n threads and ROWS_PER_THREAD rows of state for each, greedy and beam search give every thread its own
     consecutive images to decode start to end; the captions, log-probabilities, beams and attention are those of
-    one thread. Fewer images: one search, its operators split."""
+    one thread. Fewer rows: one search, its operators split. A beam of 3 decodes 3 rows an image, so n images are
+    enough for it and not for greedy."""
     import scratchcap.decode as decoding
 
-    monkeypatch.setattr(decoding, "IMAGES_PER_THREAD", 3)
+    monkeypatch.setattr(decoding, "ROWS_PER_THREAD", 3)
     scale, end_shift = _LENGTHS_VARY[name]
     p, cfg = _params(name, scale=scale)
     p[_END_BIAS.get(name, "output/b")][VOCAB.end] += end_shift
@@ -214,6 +215,11 @@ def test_on_threads_each_searches_its_own_images_and_finds_the_same_captions(nam
         few = _Recording(MODELS[name])
         greedy(few, p, feats[:3 * n - 1], cfg, VOCAB, 6)
         assert few.batches == [3 * n - 1]
+        if n > 1:
+            few.batches.clear()
+            greedy(few, p, feats[:n], cfg, VOCAB, 6)
+            beam_search(few, p, feats[:n], cfg, VOCAB, beam=3, max_length=6)
+            assert few.batches == [n] + [1] * n
     assert runs[1][2] == [10, 10] and sorted(runs[2][2]) == [5, 5] * 2 and sorted(runs[3][2]) == [3, 3, 3, 3, 4, 4]
     for n in (2, 3):
         for got, want in zip(runs[n][:2], runs[1][:2]):

@@ -116,7 +116,7 @@ def test_samples_stop_at_end_are_seeded_and_a_shard_draws_its_rows_of_the_whole_
 def test_on_threads_each_draws_its_images_rows_of_the_whole_draw(split_threads, monkeypatch):
     import scratchcap.decode as decoding
 
-    monkeypatch.setattr(decoding, "IMAGES_PER_THREAD", 2)
+    monkeypatch.setattr(decoding, "ROWS_PER_THREAD", 10)  # 2 images of 5 samples each
     params, cfg = _model(scale=2.0)
     params["output/b2"][VOCAB.end] += 4.0
     features = np.random.default_rng(4).standard_normal((7, 3, 6))

@@ -41,7 +41,7 @@ def sample_captions(model, params, features, cfg, vocab, k, key, max_length=20, 
         raise ValueError(f"sample_captions: temperature must be positive, got {temperature}")
     rows = features.shape[0] * k
     rows_total = rows if rows_total is None else rows_total
-    groups = image_groups(features)
+    groups = image_groups(features, k)
     if groups is not None:  # each pool thread draws its images' rows of the whole draw, as a rank would
         parts = threads.map_pieces(lambda g: sample_captions(model, params, features[g], cfg, vocab, k, key, max_length,
                                                              temperature, row_offset + g.start * k, rows_total), groups)

@@ -48,6 +48,13 @@ MIN_ELEMENTS = 1 << 17        # elementwise: elements per call
 MIN_GEMM_FLOPS = 1 << 22      # GEMM: 2*M*N*K
 MIN_GEMM_ROWS = 4             # output rows per thread when a GEMM is split by rows
 MIN_GEMM_COLUMNS = 64         # output columns per thread when it is split by columns
+# OpenBLAS copies the whole of b into panels on every GEMM, which for 2 or 3 rows of a costs more than the
+# products: on a 2-core Zen 4 a (3, 512) @ (512, 5000) output layer took 1.5x the time of three GEMVs, one per
+# row, which read b as it lies (beam search over one image multiplies 3 rows a step). At 4 rows OpenBLAS's
+# kernel fills its tiles and the GEMM is as fast; under GEMV_MIN_WEIGHTS elements of b (a (512, 512) attention
+# query) the GEMM stays faster.
+GEMV_MAX_ROWS = 3
+GEMV_MIN_WEIGHTS = 1 << 19
 
 _state = {"n": None, "pool": None, "workers": 0, "blas": None, "explicit": False}
 _lock = threading.Lock()
@@ -214,19 +221,19 @@ def matmul(a, b, out=None):
     whole of the other operand (OpenBLAS copies its inputs into panels on every call):
     rows when M >= F, columns when F > M (measured: a (48, 512) @ (512, 5000) output
     layer takes 1.9x less time on 2 threads by columns, 1.4x by rows). A small GEMM is
-    one call.
+    one call; 2 or 3 rows times a large b are one GEMV a row (``_gemm``).
     """
     if not (isinstance(a, numpy.ndarray) and isinstance(b, numpy.ndarray)):  # CuPy: one kernel already
         from .backend import get_array_module  # here: backend's own imports reach this module
         return get_array_module(a, b).matmul(a, b, out=out)
     if a.ndim < 2 or b.ndim < 2 or in_pool() or count() == 1:
-        return numpy.matmul(a, b, out=out)
+        return _gemm(a, b, out)
     M, K = a.shape[-2:]
     F = b.shape[-1]
     batch = numpy.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     size = int(numpy.prod(batch, dtype=numpy.int64)) if batch else 1
     if 2 * M * K * F * size < MIN_GEMM_FLOPS:
-        return numpy.matmul(a, b, out=out)
+        return _gemm(a, b, out)
     if out is None:
         out = numpy.empty(batch + (M, F), dtype=numpy.result_type(a, b))
     n = count()
@@ -240,11 +247,23 @@ def matmul(a, b, out=None):
         parallel_for(rows, split(M), size=MIN_ELEMENTS)
     elif F >= n * MIN_GEMM_COLUMNS:
         def columns(s, _):
-            numpy.matmul(a, b[..., s], out=out[..., s])
+            _gemm(a, b[..., s], out[..., s])
         parallel_for(columns, split(F), size=MIN_ELEMENTS)
     else:
-        numpy.matmul(a, b, out=out)
+        _gemm(a, b, out)
     return out
+
+
+def _gemm(a, b, out=None):
+    """``numpy.matmul(a, b, out=out)`` on one thread; a matrix of 2 to GEMV_MAX_ROWS rows times a matrix of at
+    least GEMV_MIN_WEIGHTS elements as one GEMV per row (each output element still one dot product)."""
+    if a.ndim == 2 and b.ndim == 2 and 1 < a.shape[0] <= GEMV_MAX_ROWS and b.size >= GEMV_MIN_WEIGHTS:
+        if out is None:
+            out = numpy.empty((a.shape[0], b.shape[1]), dtype=numpy.result_type(a, b))
+        for i in range(a.shape[0]):
+            numpy.matmul(a[i], b, out=out[i])
+        return out
+    return numpy.matmul(a, b, out=out)
 
 
 def sum_rows(x):

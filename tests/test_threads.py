@@ -98,7 +98,8 @@ def test_map_pieces_gives_the_results_in_the_items_order_from_every_worker(split
 @pytest.mark.parametrize("shapes", [((37, 19), (19, 23)),        # rows
                                     ((2, 5), (5, 300)),           # too few rows: columns
                                     ((6, 2, 7), (6, 7, 9)),       # too few rows: the batch axis
-                                    ((3, 1, 40, 6), (6, 11))])    # broadcast batch, rows
+                                    ((3, 1, 40, 6), (6, 11)),     # broadcast batch, rows
+                                    ((3, 1024), (1024, 1100))])   # 3 rows: a GEMV a row, or columns of them
 def test_matmul_split_any_way_equals_one_gemm(split_threads, shapes):
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal(s).astype(np.float32) for s in shapes)
@@ -110,6 +111,35 @@ def test_matmul_split_any_way_equals_one_gemm(split_threads, shapes):
         assert threads.matmul(a, b, out=out) is out
         assert_close(out, want, np.float32, depth=a.shape[-1])
         assert_close(threads.matmul(np.asfortranarray(a), b), want, np.float32, depth=a.shape[-1])
+
+
+@pytest.mark.parametrize("rows, weights, gemvs", [(3, (1024, 600), 3), (2, (1024, 600), 2), (4, (1024, 600), 0),
+                                                  (3, (512, 512), 0), (1, (1024, 600), 0)])
+def test_two_or_three_rows_times_a_large_matrix_run_as_one_gemv_a_row(monkeypatch, rows, weights, gemvs):
+    """OpenBLAS's GEMM copies all of b for every call, which beam search over one image (3 rows a step) pays for
+    nothing; threads.GEMV_MAX_ROWS rows of a times at least GEMV_MIN_WEIGHTS elements of b go row by row."""
+    assert weights[0] * weights[1] >= threads.GEMV_MIN_WEIGHTS or gemvs == 0
+    rng = np.random.default_rng(2)
+    calls, gemm = [], np.matmul
+
+    def recording(a, b, *args, **kwargs):
+        calls.append(a.ndim)
+        return gemm(a, b, *args, **kwargs)
+    threads.set_threads(1)
+    for dtype in (np.float32, np.float64):
+        a = rng.standard_normal((rows, weights[0])).astype(dtype)
+        b = rng.standard_normal(weights).astype(dtype)
+        want = gemm(a, b)
+        monkeypatch.setattr(np, "matmul", recording)
+        calls.clear()
+        got = threads.matmul(np.asfortranarray(a), b)
+        out = np.full_like(want, np.nan)
+        assert threads.matmul(a, b, out=out) is out
+        monkeypatch.setattr(np, "matmul", gemm)
+        assert calls == ([1] * gemvs if gemvs else [2]) * 2
+        assert got.dtype == out.dtype == dtype
+        for result in (got, out):
+            assert_close(result, want, dtype, depth=weights[0])
 
 
 def _by_count(split_threads, fn):

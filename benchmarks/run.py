@@ -17,7 +17,8 @@ Cases (see worker.py for the shapes): the float32 GEMM peak; (a) each layer's
 forward + backward at the real shapes (three VGG-16 convolutions, attention,
 a GRU and an LSTM step, the output layer with its loss); (b) VGG-16 to
 block5_conv3 at batch 1 and 16, images/s; (c) one gru-attention training step,
-ms; (d) beam-3 decoding, captions/s. --quick keeps batch 1 and fewer rounds.
+ms; (d) beam-3 decoding of 16 images and of one, captions/s. --quick keeps
+batch 1 and fewer rounds.
 Without --quick, NumPy's VGG-16 and decoder cases also run with OPENBLAS_CORETYPE
 changed (unset where it is set, Haswell where it is not), because some machines
 set it to a slower kernel. On the GPU, CuPy's attention, cell, decoder and beam
@@ -85,7 +86,7 @@ def coretype_variants():
 
 
 # Cases whose CuPy run uses the fused kernels of scratchcap/ops/fused.py; timed with them switched off too.
-FUSED_CASES = ("attention", "gru_step", "lstm_step", "decoder", "beam")
+FUSED_CASES = ("attention", "gru_step", "lstm_step", "decoder", "beam", "beam1")
 
 
 def variants_for(lib, case, coretypes):
@@ -132,7 +133,7 @@ def plan(quick):
     cases = [("gemm", {}, None)]
     cases += [(c, {}, None) for c in LAYER_CASES]
     cases += [("vgg16", {"batch": b}, b) for b in ([1] if quick else [1, 16])]
-    cases += [("decoder", {}, None), ("beam", {}, 16)]
+    cases += [("decoder", {}, None), ("beam", {}, 16), ("beam1", {}, 1)]
     return cases
 
 

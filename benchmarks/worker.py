@@ -27,6 +27,7 @@ Cases (shapes in the notation of scratchcap.ops; --small shrinks them all for a 
     output          output layer and masked cross-entropy, N*T 1280 rows, H 512, V 5000, forward + backward
     decoder         one gru-attention training step, N 64, T 20, L 196, D=E=H=A 512, V 5000
     beam            beam-3 decoding of 16 images, at most 20 words, V 5000, captions/s
+    beam1           the same for one image: what the server and the caption command decode for a photo
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ LIBS = ("numpy", "cupy", "torch", "torch-cuda")
 IM2COL = "SCRATCHCAP_BENCH_IM2COL"
 TORCH_TF32 = "SCRATCHCAP_BENCH_TORCH_TF32"  # "1": PyTorch CUDA as by default, TF32 in convolutions
 PRECISION = "SCRATCHCAP_BENCH_PRECISION"  # tf32 or float16: scratchcap's VGG-16 on the GPU in that precision
-CASES = ("gemm", "vgg16", "attention", "gru_step", "lstm_step", "output", "decoder", "beam") + tuple(
+CASES = ("gemm", "vgg16", "attention", "gru_step", "lstm_step", "output", "decoder", "beam", "beam1") + tuple(
     f"conv:{name}" for name in CONV_CASES)
 
 
@@ -141,7 +142,7 @@ def inputs(case, s):
         mask = np.ones((N, s["T"]), dtype=bool)
         mask[:, s["T"] * 2 // 3:] = rng.random((N, s["T"] - s["T"] * 2 // 3)) < 0.5
         return dict(hs=r(rows // s["T"], s["T"], H, scale=1.0), w=r(H, V), b=r(V), targets=targets, mask=mask)
-    if case in ("decoder", "beam"):
+    if case in ("decoder", "beam", "beam1"):
         caps = rng.integers(3, V, size=(N, s["T"] + 1))
         caps[:, 0] = 1
         lengths = rng.integers(min(8, s["T"]), s["T"] + 1, size=N)
@@ -149,8 +150,8 @@ def inputs(case, s):
             caps[n, k] = 2
             caps[n, k + 1:] = 0
         feats = rng.standard_normal((N, L, D)).astype(np.float32)
-        if case == "beam":
-            feats = feats[:s["beam_images"]]
+        if case != "decoder":
+            feats = feats[:s["beam_images"] if case == "beam" else 1]
         return dict(features=feats, captions=caps)
     raise ValueError(case)
 
@@ -242,7 +243,7 @@ def scratch_case(xp, args, s):
         # the step train.py runs: on NumPy with several threads, each thread takes its rows of the batch
         from scratchcap import thread_shards
         return lambda: thread_shards.loss_and_grads(gru_attention, p, batch, cfg, rng), 0
-    if case == "beam":
+    if case in ("beam", "beam1"):
         from scratchcap.data import Vocabulary
         from scratchcap.decode import beam_search
         vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>"] + [f"w{k}" for k in range(s["V"] - 4)])
@@ -366,7 +367,7 @@ def torch_case(args, s, device):
             loss.backward()
             return loss
         return step, 0
-    if case == "beam":
+    if case in ("beam", "beam1"):
         k, V, T = 3, s["V"], s["T"]
 
         def attend_k(f, proj, h):  # an image's beams ask k queries of one copy of it, as scratchcap's attend does

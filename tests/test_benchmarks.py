@@ -29,7 +29,7 @@ def test_every_case_runs_on_the_cpu_and_writes_json(tmp_path):
     data = json.load(open(out))
     cases = {r["case"] for r in data["results"]}
     assert cases == {"gemm", "conv:block1_conv2", "conv:block3_conv2", "conv:block5_conv2", "attention", "gru_step",
-                     "lstm_step", "output", "vgg16", "decoder", "beam"}
+                     "lstm_step", "output", "vgg16", "decoder", "beam", "beam1"}
     numpy_rows = [r for r in data["results"] if r["library"] == "numpy"]
     assert len(numpy_rows) == len(cases) and all(_is_time(r["median_s"]) for r in numpy_rows)
     assert data["info"]["small"] is True and data["info"]["threads"] == [1]
@@ -171,7 +171,7 @@ def test_variants_get_their_own_process_with_only_the_cases_they_apply_to():
     assert [label for label, _, _ in groups] == ["", "SCRATCHCAP_FUSED=0", "im2col", "tf32", "float16"]
     jobs = {label: [j["case"] + str(j.get("batch", "")) for j in js] for label, _, js in groups}
     assert jobs["im2col"] == ["vgg161", "vgg1616"]
-    assert jobs["SCRATCHCAP_FUSED=0"] == ["attention", "gru_step", "lstm_step", "decoder", "beam"]
+    assert jobs["SCRATCHCAP_FUSED=0"] == ["attention", "gru_step", "lstm_step", "decoder", "beam", "beam1"]
     assert len(jobs[""]) == len(cases)
     coretypes = run.coretype_variants()
     numpy_groups = run.groups("numpy", cases, coretypes)
@@ -220,8 +220,8 @@ def test_every_gpu_case_runs_on_the_cupy_stand_in(tmp_path):
     data = json.load(open(out))
     cases = {lib: {r["case"] for r in data["results"] if r["library"] == lib} for lib in
              ("cupy", "cupy SCRATCHCAP_FUSED=0")}
-    assert cases["cupy"] == {r["case"] for r in data["results"]} and len(cases["cupy"]) == 11
-    assert cases["cupy SCRATCHCAP_FUSED=0"] == {"attention", "gru_step", "lstm_step", "decoder", "beam"}
+    assert cases["cupy"] == {r["case"] for r in data["results"]} and len(cases["cupy"]) == 12
+    assert cases["cupy SCRATCHCAP_FUSED=0"] == {"attention", "gru_step", "lstm_step", "decoder", "beam", "beam1"}
     assert "stand-in" in json.dumps(data["info"])
 
 
